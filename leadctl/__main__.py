@@ -1,0 +1,3 @@
+from leadctl.cli import main
+
+main()

@@ -1,0 +1,249 @@
+"""Configuration: a YAML file with ${ENV} interpolation, then LEADCTL_* overrides, into one typed Settings.
+
+Where the file comes from: ``--config PATH``, else ``$LEADCTL_CONFIG``, else ``./leadctl.yaml``, else
+built-in defaults. ``LEADCTL_REDIS_URL``, ``LEADCTL_DATABASE_URL``, ``LEADCTL_NAMESPACE``,
+``LEADCTL_DEFAULT_REGION`` and ``LEADCTL_DATA_DIR`` override their keys; any other key is
+``LEADCTL_SECTION__KEY`` (``LEADCTL_PROVIDERS__TWILIO__AUTH_TOKEN`` -> ``providers.twilio.auth_token``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from leadctl.errors import ConfigError
+
+CHANNELS: tuple[str, ...] = ("sms", "whatsapp", "email")
+Channel = Literal["sms", "whatsapp", "email"]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAMED_ENV = {
+    "LEADCTL_REDIS_URL": ("redis", "url"),
+    "LEADCTL_DATABASE_URL": ("database", "url"),
+    "LEADCTL_NAMESPACE": ("namespace",),
+    "LEADCTL_DEFAULT_REGION": ("default_region",),
+    "LEADCTL_DATA_DIR": ("data_dir",),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RedisSettings(_Section):
+    url: str | None = None
+    max_connections: int = Field(100, ge=1)
+    socket_timeout_ms: int = Field(5000, ge=100)
+
+
+class DatabaseSettings(_Section):
+    url: str | None = None
+    pool_size: int = Field(50, ge=1)
+    connect_timeout_ms: int = Field(5000, ge=100)
+    statement_timeout_ms: int = Field(60000, ge=0)
+
+
+class EmailTemplate(_Section):
+    subject: str = "{{ name }}, uma novidade para você"
+    text: str = "Olá {{ name }}! Temos uma oferta especial para você."
+    html: str | None = None
+
+
+class ChannelSettings(_Section):
+    provider: str = "log"
+    template: str = "Olá {{ name }}! Temos uma oferta especial para você."
+    email: EmailTemplate = Field(default_factory=EmailTemplate)
+    workers: int = Field(20, ge=1)
+    concurrency: int = Field(50, ge=1)
+    max_attempts: int = Field(5, ge=1)
+
+
+class ProviderSettings(BaseModel):
+    """One provider's knobs; provider-specific keys (account_sid, token, ...) are kept as extras."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    type: str | None = None
+    base_url: str | None = None
+    from_: str | None = Field(None, alias="from")
+    connect_timeout_ms: int = Field(5000, ge=1)
+    read_timeout_ms: int = Field(10000, ge=1)
+    rate_limit: float | None = Field(None, gt=0)
+
+    def extra(self, key: str, default: Any = None) -> Any:
+        """A provider-specific key such as ``account_sid``."""
+        return (self.model_extra or {}).get(key, default)
+
+
+class WorkerSettings(_Section):
+    batch_size: int = Field(1000, ge=1)
+    visibility_timeout_s: float = Field(30.0, gt=0)
+    block_ms: int = Field(1000, ge=1)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+
+
+class BatchSettings(_Section):
+    size: int = Field(1000, ge=1)
+    interval_s: int = Field(15, ge=1)
+    parallel: int = Field(5, ge=1)
+    max_seconds: int = Field(14 * 60, ge=1)
+
+
+class IngestSettings(_Section):
+    batch_size: int = Field(5000, ge=1)
+    columns: dict[str, str] = Field(default_factory=dict)
+
+
+class AlertSettings(_Section):
+    queue_size: int = 10_000
+    error_rate: float = 0.05
+    stalled_s: int = 300
+    webhook_url: str | None = None
+
+
+def _default_channels() -> dict[str, ChannelSettings]:
+    return {name: ChannelSettings() for name in CHANNELS}
+
+
+class Settings(_Section):
+    namespace: str = "leadctl"
+    default_region: str = "BR"
+    data_dir: Path = Path(".leadctl")
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    channels: dict[str, ChannelSettings] = Field(default_factory=_default_channels)
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_is_identifier(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", value):
+            raise ValueError("must be lowercase letters, digits and _ (it names a PostgreSQL schema)")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region_upper(cls, value: str) -> str:
+        return value.upper()
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: dict[str, ChannelSettings]) -> dict[str, ChannelSettings]:
+        unknown = set(value) - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"unknown channel {sorted(unknown)[0]!r} (known: {', '.join(CHANNELS)})")
+        return {**_default_channels(), **value}
+
+    def channel(self, name: str) -> ChannelSettings:
+        return self.channels[name]
+
+    def provider(self, name: str) -> ProviderSettings:
+        return self.providers.get(name) or ProviderSettings()
+
+
+def _interpolate(value: Any, where: str = "") -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of a YAML document."""
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"config key {where or '?'} uses ${{{name}}}, which is not set")
+
+        return _ENV_REF.sub(substitute, value)
+    if isinstance(value, Mapping):
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, where) for v in value]
+    return value
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _env_value(raw: str) -> Any:
+    """Lists and mappings may be given inline (``[zenvia, twilio]``); everything else stays a string."""
+    if raw.strip().startswith(("[", "{")):
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment value {raw!r} is not valid YAML: {exc}") from None
+    return raw
+
+
+def _apply_env(tree: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, raw in environ.items():
+        if name in _NAMED_ENV:
+            _set_path(tree, _NAMED_ENV[name], raw)
+        elif name.startswith("LEADCTL_") and "__" in name:
+            path = tuple(part.lower() for part in name[len("LEADCTL_") :].split("__"))
+            if all(path):
+                _set_path(tree, path, _env_value(raw))
+
+
+def config_path(explicit: Path | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file to read, or None for built-in defaults."""
+    environ = os.environ if environ is None else environ
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    if environ.get("LEADCTL_CONFIG"):
+        path = Path(environ["LEADCTL_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (from LEADCTL_CONFIG) does not exist")
+        return path
+    local = Path("leadctl.yaml")
+    return local if local.is_file() else None
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    return f"{where}: {first['msg']}"
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the configuration from ``path`` (see module doc for the search order) and the environment."""
+    environ = os.environ if environ is None else environ
+    source = config_path(path, environ)
+    tree: dict[str, Any] = {}
+    if source is not None:
+        try:
+            loaded = yaml.safe_load(source.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {source} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {source} must hold a mapping of keys")
+        tree = _interpolate(loaded)
+    _apply_env(tree, environ)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        origin = f"config file {source}" if source else "configuration"
+        raise ConfigError(f"{origin}: {_describe(exc)}") from None

@@ -1,0 +1,28 @@
+"""Every Redis key leadctl uses, in one place.
+
+Each channel's keys share the hash tag ``{namespace:channel}``, so on Redis Cluster a channel's
+stream, dead letters and counters live in one slot and multi-key commands and scripts stay legal.
+"""
+
+from __future__ import annotations
+
+GROUP = "leadctl"
+
+
+def tag(namespace: str, channel: str) -> str:
+    return f"{{{namespace}:{channel}}}"
+
+
+def stream(namespace: str, channel: str) -> str:
+    """The channel's queue: one entry per lead to send."""
+    return f"{tag(namespace, channel)}:stream"
+
+
+def dead_letters(namespace: str, channel: str) -> str:
+    """Entries that could not be sent after every attempt, with their reason."""
+    return f"{tag(namespace, channel)}:dead"
+
+
+def namespace_pattern(namespace: str) -> str:
+    """A SCAN pattern matching every key of a namespace (tests and `services` use it to clean up)."""
+    return f"{{{namespace}:*"

@@ -1,0 +1,72 @@
+"""The one small interface every provider implements, and how it reports failure.
+
+A provider turns a rendered Message into a SendResult or raises ProviderError whose ``kind`` tells
+the worker what to do next:
+
+- ``permanent``: the provider refused the message for good (invalid number, opted out): fail the lead.
+- ``transient``: it certainly was not sent (connect error, 5xx, 429): retry later, after ``retry_after``.
+- ``in_doubt``: the request may have reached the provider but no answer came (read timeout, reset
+  after the body was written): never retried automatically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+ErrorKind = Literal["permanent", "transient", "in_doubt"]
+
+
+@dataclass(slots=True)
+class Message:
+    """What to send to one lead, already rendered from the channel's template."""
+
+    lead_id: int
+    channel: str
+    to: str
+    body: str
+    subject: str | None = None
+    html: str | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SendResult:
+    """The provider accepted the message; ``message_id`` is its id for it (Twilio's SID...)."""
+
+    message_id: str
+    details: dict[str, Any] | None = None
+
+
+class ProviderError(Exception):
+    """A send that did not succeed, classified for the worker."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        opted_out: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+        self.message = message
+        self.code = code
+        self.retry_after = retry_after
+        self.opted_out = opted_out
+
+    def __repr__(self) -> str:
+        return f"ProviderError({self.kind!r}, {self.message!r}, code={self.code!r})"
+
+
+class Provider(Protocol):
+    """A messaging API. One instance per worker process, sharing that process's HTTP session."""
+
+    name: str
+
+    async def send(self, message: Message) -> SendResult:
+        """Send one message; raise ProviderError when it was not (certainly) sent."""
+        ...
