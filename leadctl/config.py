@@ -36,10 +36,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+def _blank_is_none(value: str | None) -> str | None:
+    return value or None
+
+
 class RedisSettings(_Section):
     url: str | None = None
     max_connections: int = Field(100, ge=1)
     socket_timeout_ms: int = Field(5000, ge=100)
+
+    _url = field_validator("url")(_blank_is_none)
 
 
 class DatabaseSettings(_Section):
@@ -47,6 +53,8 @@ class DatabaseSettings(_Section):
     pool_size: int = Field(50, ge=1)
     connect_timeout_ms: int = Field(5000, ge=100)
     statement_timeout_ms: int = Field(60000, ge=0)
+
+    _url = field_validator("url")(_blank_is_none)
 
 
 class EmailTemplate(_Section):
@@ -62,6 +70,8 @@ class ChannelSettings(_Section):
     workers: int = Field(20, ge=1)
     concurrency: int = Field(50, ge=1)
     max_attempts: int = Field(5, ge=1)
+    retry_initial_ms: int = Field(500, ge=0)
+    retry_max_ms: int = Field(30_000, ge=0)
 
 
 class ProviderSettings(BaseModel):
@@ -151,23 +161,23 @@ class Settings(_Section):
         return self.providers.get(name) or ProviderSettings()
 
 
-def _interpolate(value: Any, where: str = "") -> Any:
+def _interpolate(value: Any, environ: Mapping[str, str], where: str = "") -> Any:
     """Replace ${VAR} and ${VAR:-default} in every string of a YAML document."""
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            if name in os.environ:
-                return os.environ[name]
+            if name in environ:
+                return environ[name]
             if default is not None:
                 return default
             raise ConfigError(f"config key {where or '?'} uses ${{{name}}}, which is not set")
 
         return _ENV_REF.sub(substitute, value)
     if isinstance(value, Mapping):
-        return {k: _interpolate(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {k: _interpolate(v, environ, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, where) for v in value]
+        return [_interpolate(v, environ, where) for v in value]
     return value
 
 
@@ -240,7 +250,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {source} must hold a mapping of keys")
-        tree = _interpolate(loaded)
+        tree = _interpolate(loaded, environ)
     _apply_env(tree, environ)
     try:
         return Settings.model_validate(tree)

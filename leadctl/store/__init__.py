@@ -1,0 +1,1 @@
+"""PostgreSQL, the system of record: every accepted lead and every delivery outcome."""

@@ -1,0 +1,127 @@
+"""The send claim and delivery outcomes: how PostgreSQL guarantees no lead is sent twice.
+
+A delivery row is created ``queued`` with its lead. A worker claims a batch (``queued`` ->
+``sending``) in one statement before calling the provider, and records the outcomes in one
+statement after. An entry whose lead is already ``sending`` when it is read again was claimed by a
+worker that died mid-send: its outcome is unknown, so it becomes ``in_doubt``, never resent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from leadctl.store.migrations import quoted_schema
+
+STATUSES: tuple[str, ...] = ("queued", "sending", "sent", "failed", "dead", "in_doubt", "suppressed")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedLead:
+    """A lead this worker now owns the send of, with what the template needs."""
+
+    lead_id: int
+    contact: str
+    name: str
+    campaign: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one claimed send."""
+
+    lead_id: int
+    status: str
+    provider: str | None = None
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    extra_attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """A claim's answer: leads to send, leads found mid-send (now in doubt), and ids with no lead."""
+
+    claimed: list[ClaimedLead]
+    in_doubt: list[int]
+    unknown: list[int]
+
+
+class DeliveryStore:
+    """Claim and outcome statements for one namespace, for asyncio worker processes."""
+
+    def __init__(self, namespace: str) -> None:
+        schema = quoted_schema(namespace)
+        self._claim = f"""
+            UPDATE {schema}.deliveries d
+               SET status = 'sending', attempts = d.attempts + 1, claimed_at = now(), worker = %s
+              FROM {schema}.leads l
+             WHERE l.id = d.lead_id AND d.lead_id = ANY(%s) AND d.status = 'queued' AND d.channel = %s
+         RETURNING d.lead_id, l.contact, l.name, l.campaign, l.fields"""
+        self._doubt = f"""
+            UPDATE {schema}.deliveries SET status = 'in_doubt', finished_at = now(),
+                   error_code = 'claimed_unfinished',
+                   error_message = 'a worker claimed this send and stopped before recording its outcome'
+             WHERE lead_id = ANY(%s) AND status = 'sending'
+         RETURNING lead_id"""
+        self._known = f"SELECT lead_id FROM {schema}.deliveries WHERE lead_id = ANY(%s)"
+        self._record = f"""
+            UPDATE {schema}.deliveries d
+               SET status = v.status, provider = v.provider, provider_message_id = v.message_id,
+                   error_code = v.error_code, error_message = v.error_message,
+                   attempts = d.attempts + v.extra_attempts, finished_at = now()
+              FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+                          %s::integer[])
+                   AS v(lead_id, status, provider, message_id, error_code, error_message, extra_attempts)
+             WHERE d.lead_id = v.lead_id AND d.status = 'sending'"""
+
+    async def claim(
+        self, conn: psycopg.AsyncConnection, channel: str, lead_ids: Sequence[int], worker: str
+    ) -> ClaimResult:
+        """Claim the sends of ``lead_ids``; leads already sent or finished are simply not returned."""
+        ids = list(lead_ids)
+        async with conn.transaction():
+            cur = await conn.execute(self._claim, (worker, ids, channel))
+            claimed = [ClaimedLead(r[0], r[1], r[2], r[3], r[4]) for r in await cur.fetchall()]
+            rest = list(set(ids) - {c.lead_id for c in claimed})
+            in_doubt: list[int] = []
+            unknown: list[int] = []
+            if rest:
+                cur = await conn.execute(self._doubt, (rest,))
+                in_doubt = [r[0] for r in await cur.fetchall()]
+                cur = await conn.execute(self._known, (rest,))
+                known = {r[0] for r in await cur.fetchall()}
+                unknown = [lead_id for lead_id in rest if lead_id not in known]
+        return ClaimResult(claimed, in_doubt, unknown)
+
+    async def record(self, conn: psycopg.AsyncConnection, outcomes: Sequence[Outcome]) -> None:
+        """Record many outcomes in one statement."""
+        if not outcomes:
+            return
+        await conn.execute(
+            self._record,
+            (
+                [o.lead_id for o in outcomes],
+                [o.status for o in outcomes],
+                [o.provider for o in outcomes],
+                [o.provider_message_id for o in outcomes],
+                [o.error_code for o in outcomes],
+                [o.error_message for o in outcomes],
+                [o.extra_attempts for o in outcomes],
+            ),
+        )
+
+
+def status_counts(conn: psycopg.Connection, namespace: str) -> dict[str, dict[str, int]]:
+    """Leads per channel and status, every status present (zero when none)."""
+    schema = quoted_schema(namespace)
+    rows = conn.execute(f"SELECT channel, status, count(*) FROM {schema}.deliveries GROUP BY 1, 2").fetchall()
+    counts: dict[str, dict[str, int]] = {}
+    for channel, status, count in rows:
+        counts.setdefault(channel, dict.fromkeys(STATUSES, 0))[status] = count
+    return counts

@@ -1,0 +1,137 @@
+"""Real Redis and PostgreSQL for every test, each test in its own namespace.
+
+Servers: LEADCTL_TEST_REDIS_URL / LEADCTL_TEST_DATABASE_URL when set, else the ones on 127.0.0.1
+when they answer, else leadctl's own embedded servers (started once for the session). Never fakes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from leadctl import keys
+from leadctl.config import Settings
+from leadctl.store.migrations import drop_namespace
+
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def _postgres_answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(redis_url, database_url) for the whole session."""
+    redis_url = os.environ.get("LEADCTL_TEST_REDIS_URL") or (LOCAL_REDIS if _redis_answers(LOCAL_REDIS) else None)
+    database_url = os.environ.get("LEADCTL_TEST_DATABASE_URL") or (
+        LOCAL_POSTGRES if _postgres_answers(LOCAL_POSTGRES) else None
+    )
+    data_dir = None
+    if redis_url is None or database_url is None:
+        from leadctl.services import resolve_urls, stop_embedded
+
+        data_dir = tmp_path_factory.mktemp("embedded")
+        settings = Settings(data_dir=data_dir)
+        settings.redis.url, settings.database.url = redis_url, database_url
+        redis_url, database_url = resolve_urls(settings, lambda line: print(line, file=sys.stderr))
+    yield redis_url, database_url
+    if data_dir is not None:
+        stop_embedded(data_dir)
+
+
+@pytest.fixture
+def namespace(service_urls: tuple[str, str]) -> Iterator[str]:
+    """A fresh namespace (key prefix and schema), removed after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    redis_url, database_url = service_urls
+    client = redis.Redis.from_url(redis_url)
+    stale = list(client.scan_iter(match=keys.namespace_pattern(name), count=1000))
+    if stale:
+        client.delete(*stale)
+    client.close()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        drop_namespace(conn, name)
+
+
+@pytest.fixture
+def settings(namespace: str, service_urls: tuple[str, str], tmp_path: Path) -> Settings:
+    """Settings for one test: its namespace, the session's servers, short timeouts."""
+    redis_url, database_url = service_urls
+    return Settings.model_validate(
+        {
+            "namespace": namespace,
+            "data_dir": str(tmp_path / ".leadctl"),
+            "redis": {"url": redis_url},
+            "database": {"url": database_url, "pool_size": 4},
+            "worker": {"visibility_timeout_s": 5, "block_ms": 200},
+        }
+    )
+
+
+@pytest.fixture
+def redis_client(service_urls: tuple[str, str]) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(service_urls[0])
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pg(service_urls: tuple[str, str]) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(service_urls[1], autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def leadctl_env(settings: Settings) -> dict[str, str]:
+    """Environment for running the real `leadctl` command against this test's namespace."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADCTL_")}
+    env.update(
+        {
+            "LEADCTL_REDIS_URL": settings.redis.url or "",
+            "LEADCTL_DATABASE_URL": settings.database.url or "",
+            "LEADCTL_NAMESPACE": settings.namespace,
+            "LEADCTL_DATA_DIR": str(settings.data_dir),
+            "LEADCTL_WORKER__VISIBILITY_TIMEOUT_S": "5",
+            "LEADCTL_WORKER__BLOCK_MS": "200",
+            "LEADCTL_DATABASE__POOL_SIZE": "4",
+        }
+    )
+    return env
+
+
+def run_leadctl(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "leadctl", *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

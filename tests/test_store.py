@@ -1,0 +1,110 @@
+"""PostgreSQL as the system of record: migrations, bulk de-duplicating writes, the send claim."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from leadctl.config import Settings
+from leadctl.connections import open_async_pool, open_postgres
+from leadctl.leads import Lead
+from leadctl.store.deliveries import DeliveryStore, Outcome, status_counts
+from leadctl.store.leads import LeadWriter
+from leadctl.store.migrations import MIGRATIONS, migrate
+
+
+def lead(contact: str, channel: str = "sms", line: int = 2, **fields: str) -> Lead:
+    return Lead(channel=channel, contact=contact, name="Ana", campaign="c1", line=line, phone=contact, fields=fields)
+
+
+def test_migrations_apply_once(settings: Settings, pg: psycopg.Connection) -> None:
+    conn = open_postgres(settings.database.url or "", settings)
+    assert migrate(conn, settings.namespace) == 0
+    versions = conn.execute(f'SELECT version FROM "{settings.namespace}".schema_migrations').fetchall()
+    assert [v for (v,) in versions] == [v for v, _ in MIGRATIONS]
+    conn.close()
+
+
+def test_writer_deduplicates_within_and_across_batches(settings: Settings) -> None:
+    conn = open_postgres(settings.database.url or "", settings)
+    writer = LeadWriter(settings.namespace)
+    first = writer.record(conn, [lead("+5511987650001"), lead("+5511987650001", line=3), lead("+5511987650002")], "f")
+    assert len(first) == 2
+    again = writer.record(conn, [lead("+5511987650002"), lead("+5511987650002", channel="whatsapp")], "f")
+    assert [(r.channel, r.suppressed) for r in again] == [("whatsapp", False)]
+    assert status_counts(conn, settings.namespace) == {
+        "sms": {"queued": 2, "sending": 0, "sent": 0, "failed": 0, "dead": 0, "in_doubt": 0, "suppressed": 0},
+        "whatsapp": {"queued": 1, "sending": 0, "sent": 0, "failed": 0, "dead": 0, "in_doubt": 0, "suppressed": 0},
+    }
+    conn.close()
+
+
+def test_suppressed_contacts_are_recorded_but_marked(settings: Settings) -> None:
+    conn = open_postgres(settings.database.url or "", settings)
+    conn.execute(
+        f'INSERT INTO "{settings.namespace}".suppressions (contact, channel) VALUES (%s, %s), (%s, %s)',
+        ("+5511987650001", "*", "+5511987650002", "whatsapp"),
+    )
+    recorded = LeadWriter(settings.namespace).record(
+        conn, [lead("+5511987650001"), lead("+5511987650002"), lead("+5511987650002", channel="whatsapp")], "f"
+    )
+    assert sorted((r.channel, r.suppressed) for r in recorded) == [
+        ("sms", False), ("sms", True), ("whatsapp", True),
+    ]
+    conn.close()
+
+
+def test_claim_is_exclusive_and_unfinished_claims_become_in_doubt(settings: Settings) -> None:
+    conn = open_postgres(settings.database.url or "", settings)
+    recorded = LeadWriter(settings.namespace).record(
+        conn, [lead(f"+55119876500{i:02d}", name_field="x") for i in range(3)], "f"
+    )
+    ids = [r.lead_id for r in recorded]
+    store = DeliveryStore(settings.namespace)
+
+    async def scenario() -> None:
+        pool = await open_async_pool(settings.database.url or "", settings, max_size=2)
+        async with pool.connection() as c:
+            first = await store.claim(c, "sms", ids, "w1")
+            assert sorted(x.lead_id for x in first.claimed) == sorted(ids)
+            assert first.claimed[0].fields == {"name_field": "x"}
+            await store.record(c, [Outcome(ids[0], "sent", "twilio", "SM1"), Outcome(ids[1], "failed", "twilio",
+                                                                                     None, "21211", "invalid")])
+            # a redelivery: sent and failed leads are not claimed again; the unfinished one is in doubt
+            second = await store.claim(c, "sms", [*ids, 999_999], "w2")
+            assert second.claimed == []
+            assert second.in_doubt == [ids[2]]
+            assert second.unknown == [999_999]
+        await pool.close()
+
+    asyncio.run(scenario())
+    counts = status_counts(conn, settings.namespace)["sms"]
+    assert (counts["sent"], counts["failed"], counts["in_doubt"], counts["queued"]) == (1, 1, 1, 0)
+    row = conn.execute(
+        f'SELECT provider_message_id, attempts FROM "{settings.namespace}".deliveries WHERE lead_id = %s', (ids[0],)
+    ).fetchone()
+    assert row == ("SM1", 1)
+    conn.close()
+
+
+def test_claim_ignores_other_channels(settings: Settings) -> None:
+    conn = open_postgres(settings.database.url or "", settings)
+    (recorded,) = LeadWriter(settings.namespace).record(conn, [lead("+5511987650001", channel="whatsapp")], "f")
+
+    async def scenario() -> None:
+        pool = await open_async_pool(settings.database.url or "", settings, max_size=1)
+        async with pool.connection() as c:
+            result = await DeliveryStore(settings.namespace).claim(c, "sms", [recorded.lead_id], "w")
+        await pool.close()
+        assert result.claimed == [] and result.in_doubt == []
+
+    asyncio.run(scenario())
+    conn.close()
+
+
+@pytest.mark.parametrize("namespace_value", ["UPPER", "1abc", "a-b"])
+def test_namespace_must_be_an_identifier(namespace_value: str) -> None:
+    with pytest.raises(ValueError, match="namespace"):
+        Settings(namespace=namespace_value)
