@@ -45,7 +45,9 @@ class ChannelTemplate:
         if channel == "email":
             self._body = _compile(settings.email.text, "channels.email.email.text")
             self._subject = _compile(settings.email.subject, "channels.email.email.subject")
-            self._html = _compile(settings.email.html, "channels.email.email.html") if settings.email.html else None
+            self._html = (
+                _compile(settings.email.html, "channels.email.email.html") if settings.email.html else None
+            )
         else:
             self._body = _compile(settings.template, f"channels.{channel}.template")
             self._subject = self._html = None

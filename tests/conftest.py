@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +42,11 @@ def _postgres_answers(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def service_urls() -> Iterator[tuple[str, str]]:
     """(redis_url, database_url) for the whole session."""
-    redis_url = os.environ.get("LEADCTL_TEST_REDIS_URL") or (LOCAL_REDIS if _redis_answers(LOCAL_REDIS) else None)
+    redis_url = os.environ.get("LEADCTL_TEST_REDIS_URL") or (
+        LOCAL_REDIS if _redis_answers(LOCAL_REDIS) else None
+    )
     database_url = os.environ.get("LEADCTL_TEST_DATABASE_URL") or (
         LOCAL_POSTGRES if _postgres_answers(LOCAL_POSTGRES) else None
     )
@@ -51,7 +54,8 @@ def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     if redis_url is None or database_url is None:
         from leadctl.services import resolve_urls, stop_embedded
 
-        data_dir = tmp_path_factory.mktemp("embedded")
+        # outside pytest's temp area: pytest makes it 0700, which the postgres system user cannot enter
+        data_dir = Path(tempfile.mkdtemp(prefix="leadctl-test-"))
         settings = Settings(data_dir=data_dir)
         settings.redis.url, settings.database.url = redis_url, database_url
         redis_url, database_url = resolve_urls(settings, lambda line: print(line, file=sys.stderr))
@@ -122,7 +126,11 @@ def leadctl_env(settings: Settings) -> dict[str, str]:
 
 
 def run_leadctl(
-    args: list[str], env: dict[str, str], cwd: Path | None = None, stdin: str | None = None, timeout: float = 120
+    args: list[str],
+    env: dict[str, str],
+    cwd: Path | None = None,
+    stdin: str | None = None,
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real command line in a subprocess, as a user would."""
     return subprocess.run(

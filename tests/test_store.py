@@ -16,7 +16,9 @@ from leadctl.store.migrations import MIGRATIONS, migrate
 
 
 def lead(contact: str, channel: str = "sms", line: int = 2, **fields: str) -> Lead:
-    return Lead(channel=channel, contact=contact, name="Ana", campaign="c1", line=line, phone=contact, fields=fields)
+    return Lead(
+        channel=channel, contact=contact, name="Ana", campaign="c1", line=line, phone=contact, fields=fields
+    )
 
 
 def test_migrations_apply_once(settings: Settings, pg: psycopg.Connection) -> None:
@@ -30,13 +32,23 @@ def test_migrations_apply_once(settings: Settings, pg: psycopg.Connection) -> No
 def test_writer_deduplicates_within_and_across_batches(settings: Settings) -> None:
     conn = open_postgres(settings.database.url or "", settings)
     writer = LeadWriter(settings.namespace)
-    first = writer.record(conn, [lead("+5511987650001"), lead("+5511987650001", line=3), lead("+5511987650002")], "f")
+    first = writer.record(
+        conn, [lead("+5511987650001"), lead("+5511987650001", line=3), lead("+5511987650002")], "f"
+    )
     assert len(first) == 2
     again = writer.record(conn, [lead("+5511987650002"), lead("+5511987650002", channel="whatsapp")], "f")
     assert [(r.channel, r.suppressed) for r in again] == [("whatsapp", False)]
     assert status_counts(conn, settings.namespace) == {
         "sms": {"queued": 2, "sending": 0, "sent": 0, "failed": 0, "dead": 0, "in_doubt": 0, "suppressed": 0},
-        "whatsapp": {"queued": 1, "sending": 0, "sent": 0, "failed": 0, "dead": 0, "in_doubt": 0, "suppressed": 0},
+        "whatsapp": {
+            "queued": 1,
+            "sending": 0,
+            "sent": 0,
+            "failed": 0,
+            "dead": 0,
+            "in_doubt": 0,
+            "suppressed": 0,
+        },
     }
     conn.close()
 
@@ -48,10 +60,14 @@ def test_suppressed_contacts_are_recorded_but_marked(settings: Settings) -> None
         ("+5511987650001", "*", "+5511987650002", "whatsapp"),
     )
     recorded = LeadWriter(settings.namespace).record(
-        conn, [lead("+5511987650001"), lead("+5511987650002"), lead("+5511987650002", channel="whatsapp")], "f"
+        conn,
+        [lead("+5511987650001"), lead("+5511987650002"), lead("+5511987650002", channel="whatsapp")],
+        "f",
     )
     assert sorted((r.channel, r.suppressed) for r in recorded) == [
-        ("sms", False), ("sms", True), ("whatsapp", True),
+        ("sms", False),
+        ("sms", True),
+        ("whatsapp", True),
     ]
     conn.close()
 
@@ -70,8 +86,13 @@ def test_claim_is_exclusive_and_unfinished_claims_become_in_doubt(settings: Sett
             first = await store.claim(c, "sms", ids, "w1")
             assert sorted(x.lead_id for x in first.claimed) == sorted(ids)
             assert first.claimed[0].fields == {"name_field": "x"}
-            await store.record(c, [Outcome(ids[0], "sent", "twilio", "SM1"), Outcome(ids[1], "failed", "twilio",
-                                                                                     None, "21211", "invalid")])
+            await store.record(
+                c,
+                [
+                    Outcome(ids[0], "sent", "twilio", "SM1"),
+                    Outcome(ids[1], "failed", "twilio", None, "21211", "invalid"),
+                ],
+            )
             # a redelivery: sent and failed leads are not claimed again; the unfinished one is in doubt
             second = await store.claim(c, "sms", [*ids, 999_999], "w2")
             assert second.claimed == []
@@ -83,7 +104,8 @@ def test_claim_is_exclusive_and_unfinished_claims_become_in_doubt(settings: Sett
     counts = status_counts(conn, settings.namespace)["sms"]
     assert (counts["sent"], counts["failed"], counts["in_doubt"], counts["queued"]) == (1, 1, 1, 0)
     row = conn.execute(
-        f'SELECT provider_message_id, attempts FROM "{settings.namespace}".deliveries WHERE lead_id = %s', (ids[0],)
+        f'SELECT provider_message_id, attempts FROM "{settings.namespace}".deliveries WHERE lead_id = %s',
+        (ids[0],),
     ).fetchone()
     assert row == ("SM1", 1)
     conn.close()
@@ -91,7 +113,9 @@ def test_claim_is_exclusive_and_unfinished_claims_become_in_doubt(settings: Sett
 
 def test_claim_ignores_other_channels(settings: Settings) -> None:
     conn = open_postgres(settings.database.url or "", settings)
-    (recorded,) = LeadWriter(settings.namespace).record(conn, [lead("+5511987650001", channel="whatsapp")], "f")
+    (recorded,) = LeadWriter(settings.namespace).record(
+        conn, [lead("+5511987650001", channel="whatsapp")], "f"
+    )
 
     async def scenario() -> None:
         pool = await open_async_pool(settings.database.url or "", settings, max_size=1)

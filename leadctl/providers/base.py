@@ -17,6 +17,10 @@ from typing import Any, Literal, Protocol
 
 ErrorKind = Literal["permanent", "transient", "in_doubt"]
 
+AUTH_ERROR = "auth"
+"""The ``code`` of a ProviderError meaning our credentials were refused: no lead is at fault, so the
+worker releases its claims and stops instead of failing every lead."""
+
 
 @dataclass(slots=True)
 class Message:

@@ -23,10 +23,9 @@ from yarl import URL
 from leadctl.config import ProviderSettings
 from leadctl.errors import ConfigError
 from leadctl.masking import mask_contact
-from leadctl.providers.base import Message, ProviderError, SendResult
+from leadctl.providers.base import AUTH_ERROR, Message, ProviderError, SendResult
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
-AUTH_CODE = "auth"
 _OPTED_OUT = "21610"
 _RATE_LIMITED = "20429"
 _FORM = "application/x-www-form-urlencoded"
@@ -118,7 +117,7 @@ class TwilioProvider:
             return ProviderError("transient", summary, code=code, retry_after=_retry_after(retry_after))
         if status == 401:
             hint = f"{summary} (check providers.{self.name}.account_sid and auth_token)"
-            return ProviderError("permanent", hint, code=AUTH_CODE)
+            return ProviderError("permanent", hint, code=AUTH_ERROR)
         if status == 504:
             return ProviderError("in_doubt", summary, code=code)
         if status >= 500:

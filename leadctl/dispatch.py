@@ -1,0 +1,318 @@
+"""The asyncio send loop of one worker process.
+
+Three coroutines share one provider session:
+
+- the reader takes entries from the channel's stream (XREADGROUP with COUNT, and XAUTOCLAIM for
+  entries of crashed workers), claims their sends in PostgreSQL in one statement, and starts a
+  send task per claimed lead, keeping at most ``concurrency`` requests in flight;
+- each send task renders the template and calls the provider, retrying transient errors;
+- the flusher records finished outcomes in PostgreSQL in one statement, then acknowledges their
+  entries in one Redis round trip. Nothing is acknowledged before its outcome is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import psycopg
+import redis
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from leadctl.config import Settings
+from leadctl.connections import Endpoints, open_async_pool, open_async_redis
+from leadctl.masking import mask_contact
+from leadctl.providers.base import AUTH_ERROR, Message, Provider, ProviderError
+from leadctl.providers.registry import create_provider, make_session
+from leadctl.queue import Entry, StreamConsumer
+from leadctl.store.deliveries import ClaimedLead, DeliveryStore, Outcome
+from leadctl.templates import ChannelTemplate, RenderError
+
+log = logging.getLogger("leadctl.worker")
+
+_DEPENDENCY_ERRORS = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, OSError)
+
+
+@dataclass(slots=True)
+class WorkerOptions:
+    """How one worker process runs.
+
+    channel: the channel whose stream it reads.
+    consumer: its name in the consumer group (host:pid by default), unique per process.
+    concurrency: sends in flight at most.
+    burst: exit once the stream and its pending list are empty.
+    max_leads: stop reading after this many entries (None: no limit).
+    """
+
+    channel: str
+    consumer: str
+    concurrency: int = 50
+    burst: bool = False
+    max_leads: int | None = None
+
+
+@dataclass(slots=True)
+class WorkerReport:
+    """What one worker did: leads per final status, and entries it read."""
+
+    consumer: str
+    statuses: Counter[str] = field(default_factory=Counter)
+    entries: int = 0
+    fatal: str | None = None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderError) and exc.kind == "transient"
+
+
+def _variables(lead: ClaimedLead) -> dict[str, object]:
+    contact_key = "email" if "@" in lead.contact else "phone"
+    return {**lead.fields, "name": lead.name, "campaign": lead.campaign, contact_key: lead.contact}
+
+
+class Worker:
+    """One process's send loop over one channel."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: WorkerOptions,
+        redis_client: aioredis.Redis,
+        pool: AsyncConnectionPool,
+        provider: Provider,
+        stop: asyncio.Event,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.channel_settings = settings.channel(options.channel)
+        self.stream = StreamConsumer(redis_client, settings.namespace, options.channel, options.consumer)
+        self.pool = pool
+        self.store = DeliveryStore(settings.namespace)
+        self.provider = provider
+        self.template = ChannelTemplate(options.channel, self.channel_settings)
+        self.stop = stop
+        self.report = WorkerReport(options.consumer)
+        self._slots = asyncio.Semaphore(options.concurrency)
+        self._in_flight: dict[bytes, asyncio.Task[None]] = {}
+        self._done: list[tuple[Entry, Outcome]] = []
+        self._flush_wanted = asyncio.Event()
+        self._reading_finished = False
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def _read_batch(self, last_reclaim: float) -> tuple[list[Entry], float]:
+        worker = self.settings.worker
+        room = self.options.concurrency * 2 - len(self._in_flight)
+        if self.options.max_leads is not None:
+            room = min(room, self.options.max_leads - self.report.entries)
+        count = min(worker.batch_size, room)
+        now = time.monotonic()
+        if now - last_reclaim >= worker.visibility_timeout_s / 2:
+            reclaimed = await self.stream.reclaim(int(worker.visibility_timeout_s * 1000), count)
+            if reclaimed:
+                return reclaimed, now
+            last_reclaim = now
+        block = worker.block_ms if not self._in_flight else min(worker.block_ms, 50)
+        return await self.stream.read(count, block), last_reclaim
+
+    async def _drained(self) -> bool:
+        return not self._in_flight and not self._done and await self.stream.pending_total() == 0
+
+    async def _reader(self) -> None:
+        last_reclaim = 0.0
+        backoff = _Backoff()
+        while not self.stop.is_set():
+            if self.options.max_leads is not None and self.report.entries >= self.options.max_leads:
+                break
+            if len(self._in_flight) >= self.options.concurrency * 2:
+                await asyncio.sleep(0.005)
+                continue
+            try:
+                entries, last_reclaim = await self._read_batch(last_reclaim)
+                if not entries:
+                    if self.options.burst and await self._drained():
+                        break
+                    continue
+                await self._start(entries)
+                backoff.reset()
+            except _DEPENDENCY_ERRORS as exc:
+                await backoff.wait(f"worker {self.options.consumer}: reading paused", exc, self.stop)
+        self._reading_finished = True
+        self._flush_wanted.set()
+
+    async def _start(self, entries: list[Entry]) -> None:
+        self.report.entries += len(entries)
+        poison = [(e, "undecodable entry") for e in entries if e.lead_id is None]
+        by_lead = {e.lead_id: e for e in entries if e.lead_id is not None}
+        async with self.pool.connection() as conn:
+            result = await self.store.claim(conn, self.options.channel, list(by_lead), self.options.consumer)
+        poison += [(by_lead[lead_id], "unknown lead") for lead_id in result.unknown]
+        claimed_ids = {c.lead_id for c in result.claimed}
+        settled = [by_lead[i] for i in by_lead if i not in claimed_ids and i not in result.unknown]
+        self.report.statuses.update(["in_doubt"] * len(result.in_doubt) + ["dead"] * len(poison))
+        await self.stream.settle([e.entry_id for e in settled], poison)
+        for lead in result.claimed:
+            entry = by_lead[lead.lead_id]
+            self._in_flight[entry.entry_id] = asyncio.create_task(self._send(entry, lead))
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def _send(self, entry: Entry, lead: ClaimedLead) -> None:
+        async with self._slots:
+            outcome = await self._attempt(lead)
+        self._in_flight.pop(entry.entry_id, None)
+        self._done.append((entry, outcome))
+        if len(self._done) >= self.settings.worker.batch_size:
+            self._flush_wanted.set()
+
+    async def _attempt(self, lead: ClaimedLead) -> Outcome:
+        channel = self.channel_settings
+        try:
+            rendered = self.template.render(_variables(lead))
+        except RenderError as exc:
+            return Outcome(lead.lead_id, "dead", error_code="template_error", error_message=str(exc))
+        message = Message(
+            lead.lead_id,
+            self.options.channel,
+            lead.contact,
+            rendered.body,
+            rendered.subject,
+            rendered.html,
+            lead.fields,
+        )
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(channel.max_attempts),
+                wait=_wait(channel.retry_initial_ms / 1000, channel.retry_max_ms / 1000),
+                retry=retry_if_exception(_is_transient),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    result = await self.provider.send(message)
+        except ProviderError as exc:
+            if exc.code == AUTH_ERROR:
+                self.report.fatal = exc.message
+                self.stop.set()
+                return Outcome(lead.lead_id, "queued", extra_attempts=-attempts)
+            status = {"permanent": "failed", "in_doubt": "in_doubt", "transient": "dead"}[exc.kind]
+            log.info("lead %s to %s: %s (%s)", lead.lead_id, mask_contact(lead.contact), status, exc.code)
+            return Outcome(
+                lead.lead_id, status, self.provider.name, None, exc.code, exc.message, attempts - 1
+            )
+        return Outcome(
+            lead.lead_id, "sent", self.provider.name, result.message_id, extra_attempts=attempts - 1
+        )
+
+    # -- recording -----------------------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        backoff = _Backoff()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_wanted.wait(), timeout=0.05)
+            self._flush_wanted.clear()
+            if self._done:
+                batch, self._done = self._done, []
+                try:
+                    await self._record(batch)
+                    backoff.reset()
+                except _DEPENDENCY_ERRORS as exc:
+                    self._done[:0] = batch
+                    await backoff.wait(f"worker {self.options.consumer}: recording paused", exc, None)
+                    continue
+            if self._reading_finished and not self._in_flight and not self._done:
+                return
+
+    async def _record(self, batch: list[tuple[Entry, Outcome]]) -> None:
+        async with self.pool.connection() as conn:
+            await self.store.record(conn, [outcome for _, outcome in batch])
+        dead = [
+            (entry, outcome.error_message or "dead") for entry, outcome in batch if outcome.status == "dead"
+        ]
+        acked = [entry.entry_id for entry, outcome in batch if outcome.status != "dead"]
+        await self.stream.settle(acked, dead)
+        self.report.statuses.update(outcome.status for _, outcome in batch)
+
+    async def _renewer(self) -> None:
+        """Keep the entries of slow sends from being reclaimed by other workers."""
+        period = self.settings.worker.visibility_timeout_s / 3
+        while not (self._reading_finished and not self._in_flight):
+            await asyncio.sleep(min(period, 0.5) if self._reading_finished else period)
+            held = list(self._in_flight) + [entry.entry_id for entry, _ in self._done]
+            try:
+                await self.stream.renew(held)
+            except _DEPENDENCY_ERRORS:
+                continue
+
+    async def run(self) -> WorkerReport:
+        await self.stream.ensure_group()
+        tasks = [asyncio.create_task(c) for c in (self._flusher(), self._renewer())]
+        await self._reader()
+        await tasks[0]
+        tasks[1].cancel()
+        return self.report
+
+
+class _Backoff:
+    """Exponential pause after a dependency error, logging one line per outage, not per retry."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    def reset(self) -> None:
+        if self.delay:
+            log.warning("dependency is back; resuming")
+        self.delay = 0.0
+
+    async def wait(self, what: str, exc: BaseException, stop: asyncio.Event | None) -> None:
+        if not self.delay:
+            log.warning(
+                "%s: %s; retrying with backoff", what, str(exc).strip().splitlines()[0] if str(exc) else exc
+            )
+        self.delay = min(max(self.delay * 2, 0.1), 5.0)
+        if stop is None:
+            await asyncio.sleep(self.delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=self.delay)
+
+
+def _wait(initial: float, maximum: float):
+    """Exponential backoff with full jitter, never shorter than the provider's Retry-After."""
+
+    def wait(retry_state) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(exc, "retry_after", None) or 0.0
+        backoff = random.uniform(0, min(maximum, initial * 2 ** (retry_state.attempt_number - 1)))
+        return max(retry_after, backoff)
+
+    return wait
+
+
+async def run_worker(
+    settings: Settings, endpoints: Endpoints, options: WorkerOptions, stop: asyncio.Event
+) -> WorkerReport:
+    """Connect, run one worker until drained (burst), ``max_leads`` or ``stop``, and clean up."""
+    redis_client = await open_async_redis(endpoints.redis_url, settings)
+    pool = await open_async_pool(
+        endpoints.database_url, settings, max_size=min(4, settings.database.pool_size)
+    )
+    session = make_session(options.concurrency)
+    try:
+        name = settings.channel(options.channel).provider
+        provider = create_provider(name, settings.provider(name), session)
+        worker = Worker(settings, options, redis_client, pool, provider, stop)
+        return await worker.run()
+    finally:
+        await session.close()
+        await pool.close()
+        await redis_client.aclose()

@@ -1,0 +1,145 @@
+"""The spine end to end over real Redis, PostgreSQL and HTTP: a file in, every lead sent exactly once."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import redis
+
+from leadctl import keys
+from leadctl.config import Settings
+from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, sandbox_in_thread
+from tests.conftest import run_leadctl
+
+
+def write_leads(path: Path, count: int) -> list[str]:
+    """A CSV of ``count`` Brazilian mobiles in mixed formats; returns their E.164 forms."""
+    phones, lines = [], ["nome,telefone,email,canal"]
+    for i in range(count):
+        local = f"9{8000_0000 + i:08d}"
+        phones.append(f"+5511{local}")
+        written = f"(11) {local[:5]}-{local[5:]}" if i % 2 else f"+55 11 {local}"
+        lines.append(f"Lead {i},{written},lead{i}@example.com,SMS")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return phones
+
+
+def sandbox_config(path: Path, base_url: str) -> Path:
+    path.write_text(
+        "channels:\n  sms:\n    provider: twilio\n    template: 'Oi {{ name }}!'\n"
+        f"providers:\n  twilio:\n    base_url: {base_url}\n    account_sid: {SANDBOX_ACCOUNT_SID}\n"
+        f"    auth_token: {SANDBOX_AUTH_TOKEN}\n    from: '+15005550006'\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_thousand_leads_sent_exactly_once(
+    settings: Settings,
+    leadctl_env: dict[str, str],
+    tmp_path: Path,
+    redis_client: redis.Redis,
+    pg: psycopg.Connection,
+) -> None:
+    phones = write_leads(tmp_path / "leads.csv", 1000)
+    with sandbox_in_thread() as sandbox:
+        config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        ingested = run_leadctl(
+            ["--config", str(config), "ingest", str(tmp_path / "leads.csv"), "--json"], leadctl_env
+        )
+        assert ingested.returncode == 0, ingested.stderr
+        report = json.loads(ingested.stdout)
+        assert report["rows"] == report["accepted"] == 1000
+        assert (
+            report["rows"]
+            == report["accepted"] + report["rejected"] + report["duplicates"] + report["suppressed"]
+        )
+
+        worked = run_leadctl(
+            ["--config", str(config), "work", "--channel", "sms", "--workers", "2", "--burst", "--json"],
+            leadctl_env,
+        )
+        assert worked.returncode == 0, worked.stderr
+        assert json.loads(worked.stdout)["statuses"] == {"sent": 1000}
+        messages = sandbox.messages()
+
+    received = Counter(m["to"] for m in messages)
+    assert set(received) == set(phones)
+    assert max(received.values()) == 1
+    assert all(m["body"].startswith("Oi Lead ") for m in messages)
+
+    rows = pg.execute(
+        f'SELECT status, provider_message_id FROM "{settings.namespace}".deliveries WHERE channel = %s',
+        ("sms",),
+    ).fetchall()
+    assert len(rows) == 1000
+    assert {status for status, _ in rows} == {"sent"}
+    assert all(mid and mid.startswith("SM") for _, mid in rows)
+    assert {mid for _, mid in rows} == {m["sid"] for m in messages}
+
+    stream = keys.stream(settings.namespace, "sms")
+    assert redis_client.xlen(stream) == 0
+    assert redis_client.xpending(stream, keys.GROUP)["pending"] == 0
+
+    stats = run_leadctl(["--config", str(config), "stats", "--json"], leadctl_env)
+    assert stats.returncode == 0, stats.stderr
+    sms = json.loads(stats.stdout)["channels"]["sms"]
+    assert (sms["queued"], sms["pending"], sms["sent"], sms["failed"]) == (0, 0, 1000, 0)
+
+
+def test_reingest_queues_nothing_and_redelivery_sends_nothing(
+    settings: Settings, leadctl_env: dict[str, str], tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    write_leads(tmp_path / "leads.csv", 50)
+    with sandbox_in_thread() as sandbox:
+        config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        for _ in range(2):
+            result = run_leadctl(
+                ["--config", str(config), "ingest", str(tmp_path / "leads.csv"), "--json"], leadctl_env
+            )
+            assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["duplicates"] == 50
+        stream = keys.stream(settings.namespace, "sms")
+        assert redis_client.xlen(stream) == 50
+        run_leadctl(
+            ["--config", str(config), "work", "--channel", "sms", "--workers", "1", "--burst"], leadctl_env
+        )
+        # the transport redelivers every lead (as after losing acknowledgements): none is sent again
+        for lead_id in range(1, 51):
+            redis_client.xadd(stream, {b"l": lead_id})
+        again = run_leadctl(
+            ["--config", str(config), "work", "--channel", "sms", "--workers", "1", "--burst", "--json"],
+            leadctl_env,
+        )
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["statuses"] == {}
+        assert sandbox.stats()["accepted"] == 50 and sandbox.stats()["duplicates"] == 0
+        assert redis_client.xlen(stream) == 0
+
+
+def test_refused_credentials_stop_the_run_and_fail_no_lead(
+    settings: Settings, leadctl_env: dict[str, str], tmp_path: Path, pg: psycopg.Connection
+) -> None:
+    write_leads(tmp_path / "leads.csv", 20)
+    with sandbox_in_thread(auth_token="another-token") as sandbox:
+        config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        assert (
+            run_leadctl(
+                ["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env
+            ).returncode
+            == 0
+        )
+        result = run_leadctl(
+            ["--config", str(config), "work", "--channel", "sms", "--workers", "1", "--burst"], leadctl_env
+        )
+        assert sandbox.stats()["accepted"] == 0
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "auth_token" in result.stderr and SANDBOX_AUTH_TOKEN not in result.stderr
+    statuses = pg.execute(
+        f'SELECT status, attempts, count(*) FROM "{settings.namespace}".deliveries GROUP BY 1, 2'
+    ).fetchall()
+    assert statuses == [("queued", 0, 20)]
