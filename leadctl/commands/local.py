@@ -1,0 +1,68 @@
+"""Commands for running leadctl locally: the sandbox provider, the embedded servers, the demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from leadctl.commands.app import app, services_app, state_of
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8990,
+    latency_ms: Annotated[float, typer.Option(help="Median answer latency.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(min=0, max=1, help="Fraction answered 500.")] = 0.0,
+    rate_limit: Annotated[float | None, typer.Option(help="Requests/s before answering 429.")] = None,
+    timeout_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Fraction accepted but never answered.")
+    ] = 0.0,
+) -> None:
+    """Run a local fake provider speaking Twilio's wire format, for trying leadctl without an account."""
+    from leadctl.providers.sandbox import run_sandbox
+
+    run_sandbox(
+        host,
+        port,
+        latency_ms=latency_ms,
+        error_rate=error_rate,
+        rate_limit=rate_limit,
+        timeout_rate=timeout_rate,
+    )
+
+
+@services_app.command("status")
+def services_status(ctx: typer.Context) -> None:
+    """Show the embedded servers."""
+    from leadctl.services import embedded_status
+
+    for status in embedded_status(state_of(ctx).settings.data_dir):
+        state = "running" if status.running else "stopped"
+        typer.echo(f"{status.name:<11} {state:<8} {status.url or '-'}  (data: {status.data_dir})")
+
+
+@services_app.command("stop")
+def services_stop(ctx: typer.Context) -> None:
+    """Stop the embedded servers (their data stays on disk)."""
+    from leadctl.services import stop_embedded
+
+    stopped = stop_embedded(state_of(ctx).settings.data_dir)
+    typer.echo(
+        ", ".join(s.name for s in stopped) + " stopped" if stopped else "no embedded server was running"
+    )
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Option(help="Lead file to send.")] = Path("examples/leads.csv"),
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes per channel.")] = 2,
+) -> None:
+    """Ingest a lead file and send it through the local sandbox provider, end to end."""
+    from leadctl.demo import run_demo
+
+    state = state_of(ctx)
+    raise typer.Exit(run_demo(state.settings, state.endpoints, file, workers, state.say))
