@@ -26,3 +26,13 @@ def dead_letters(namespace: str, channel: str) -> str:
 def namespace_pattern(namespace: str) -> str:
     """A SCAN pattern matching every key of a namespace (tests and `services` use it to clean up)."""
     return f"{{{namespace}:*"
+
+
+def workers(namespace: str) -> str:
+    """Heartbeats of live worker processes on every host: a hash of consumer -> JSON."""
+    return f"{{{namespace}:workers}}:heartbeats"
+
+
+def batch_lock(namespace: str) -> str:
+    """The lease that keeps two `leadctl batch` runs from processing at once."""
+    return f"{{{namespace}:batch}}:lock"
