@@ -18,7 +18,7 @@ from leadctl.connections import Endpoints, open_postgres, open_redis
 from leadctl.errors import InputError
 from leadctl.ingest import ParseOptions
 from leadctl.ingest.pipeline import Ingestor
-from leadctl.pool import Supervisor
+from leadctl.pool import PoolSpec, Supervisor
 from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, sandbox_in_thread
 from leadctl.stats import channel_stats
 from leadctl.store.migrations import drop_namespace
@@ -71,15 +71,12 @@ def run_demo(
             f"ingested {file}: {report.rows} rows, {report.accepted} accepted, {report.rejected} rejected "
             f"(reasons in {rejects}), {report.duplicates} duplicates"
         )
-        unsent = 0
-        for channel in CHANNELS:
-            if not report.channels.get(channel):
-                continue
-            pool = Supervisor(
-                demo, endpoints, channel, workers, demo.channel(channel).concurrency, burst=True
-            )
-            result = pool.run()
-            unsent += sum(result.statuses.get(s, 0) for s in ("failed", "dead", "in_doubt"))
+        pools = [
+            PoolSpec(ch, workers, demo.channel(ch).concurrency) for ch in CHANNELS if report.channels.get(ch)
+        ]
+        results = Supervisor(demo, endpoints, pools, burst=True).run()
+        unsent = sum(r.unsent for r in results.values())
+        for channel, result in results.items():
             sent = result.statuses.get("sent", 0)
             say(f"{channel}: sent {sent} with {workers} workers in {result.seconds:.1f}s")
         figures = channel_stats(client, conn, DEMO_NAMESPACE)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from leadctl import heartbeats
 from leadctl.config import Settings
 from leadctl.connections import Endpoints, open_async_pool, open_async_redis
 from leadctl.masking import mask_contact
@@ -36,6 +39,8 @@ from leadctl.store.deliveries import ClaimedLead, DeliveryStore, Outcome
 from leadctl.templates import ChannelTemplate, RenderError
 
 log = logging.getLogger("leadctl.worker")
+
+HEARTBEAT_S = 2.0
 
 _DEPENDENCY_ERRORS = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, OSError)
 
@@ -63,6 +68,7 @@ class WorkerReport:
     """What one worker did: leads per final status, and entries it read."""
 
     consumer: str
+    channel: str
     statuses: Counter[str] = field(default_factory=Counter)
     entries: int = 0
     fatal: str | None = None
@@ -98,7 +104,7 @@ class Worker:
         self.provider = provider
         self.template = ChannelTemplate(options.channel, self.channel_settings)
         self.stop = stop
-        self.report = WorkerReport(options.consumer)
+        self.report = WorkerReport(options.consumer, options.channel)
         self._slots = asyncio.Semaphore(options.concurrency)
         self._in_flight: dict[bytes, asyncio.Task[None]] = {}
         self._done: list[tuple[Entry, Outcome]] = []
@@ -165,8 +171,11 @@ class Worker:
     # -- sending -------------------------------------------------------------------------------
 
     async def _send(self, entry: Entry, lead: ClaimedLead) -> None:
-        async with self._slots:
-            outcome = await self._attempt(lead)
+        try:
+            async with self._slots:
+                outcome = await self._attempt(lead)
+        except asyncio.CancelledError:  # stopped before its turn came: certainly not sent
+            outcome = Outcome(lead.lead_id, "queued", extra_attempts=-1)
         self._in_flight.pop(entry.entry_id, None)
         self._done.append((entry, outcome))
         if len(self._done) >= self.settings.worker.batch_size:
@@ -188,6 +197,7 @@ class Worker:
             lead.fields,
         )
         attempts = 0
+        cut_off_mid_request = False
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(channel.max_attempts),
@@ -197,12 +207,28 @@ class Worker:
             ):
                 with attempt:
                     attempts += 1
-                    result = await self.provider.send(message)
+                    try:
+                        result = await self.provider.send(message)
+                    except asyncio.CancelledError:
+                        cut_off_mid_request = True
+                        raise
+        except asyncio.CancelledError:  # the shutdown grace period ran out
+            if not cut_off_mid_request:  # between attempts: the last one certainly failed
+                return Outcome(lead.lead_id, "queued", extra_attempts=-1)
+            return Outcome(
+                lead.lead_id,
+                "in_doubt",
+                self.provider.name,
+                None,
+                "shutdown",
+                "stopped while the provider call was in flight",
+                attempts - 1,
+            )
         except ProviderError as exc:
             if exc.code == AUTH_ERROR:
                 self.report.fatal = exc.message
                 self.stop.set()
-                return Outcome(lead.lead_id, "queued", extra_attempts=-attempts)
+                return Outcome(lead.lead_id, "queued", extra_attempts=-1)
             status = {"permanent": "failed", "in_doubt": "in_doubt", "transient": "dead"}[exc.kind]
             log.info("lead %s to %s: %s (%s)", lead.lead_id, mask_contact(lead.contact), status, exc.code)
             return Outcome(
@@ -245,20 +271,57 @@ class Worker:
     async def _renewer(self) -> None:
         """Keep the entries of slow sends from being reclaimed by other workers."""
         period = self.settings.worker.visibility_timeout_s / 3
-        while not (self._reading_finished and not self._in_flight):
-            await asyncio.sleep(min(period, 0.5) if self._reading_finished else period)
+        while True:
+            await asyncio.sleep(period)
             held = list(self._in_flight) + [entry.entry_id for entry, _ in self._done]
-            try:
+            with contextlib.suppress(*_DEPENDENCY_ERRORS):
                 await self.stream.renew(held)
-            except _DEPENDENCY_ERRORS:
-                continue
+
+    async def _heartbeat(self) -> None:
+        """Tell the fleet this worker is alive, and how fast it sends, every couple of seconds."""
+        host, pid = socket.gethostname(), os.getpid()
+        last_time, last_sent = time.monotonic(), 0
+        while True:
+            now, sent = time.monotonic(), self.report.statuses.get("sent", 0)
+            beat = heartbeats.Heartbeat(
+                self.options.consumer,
+                host,
+                pid,
+                self.options.channel,
+                round((sent - last_sent) / max(now - last_time, 1e-9), 1),
+                sent,
+                time.time(),
+            )
+            last_time, last_sent = now, sent
+            with contextlib.suppress(*_DEPENDENCY_ERRORS):
+                await heartbeats.publish(self.stream.client, self.settings.namespace, beat)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _finish_in_flight(self) -> None:
+        """After a stop, give in-flight sends the grace period, then cut them off."""
+        tasks = list(self._in_flight.values())
+        if not tasks:
+            return
+        grace = self.settings.worker.shutdown_grace_s if self.stop.is_set() else None
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def run(self) -> WorkerReport:
         await self.stream.ensure_group()
-        tasks = [asyncio.create_task(c) for c in (self._flusher(), self._renewer())]
-        await self._reader()
-        await tasks[0]
-        tasks[1].cancel()
+        flusher = asyncio.create_task(self._flusher())
+        helpers = [asyncio.create_task(c) for c in (self._renewer(), self._heartbeat())]
+        try:
+            await self._reader()
+            await self._finish_in_flight()
+            await flusher
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            with contextlib.suppress(*_DEPENDENCY_ERRORS):
+                await heartbeats.retire(self.stream.client, self.settings.namespace, self.options.consumer)
         return self.report
 
 

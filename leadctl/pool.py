@@ -1,10 +1,10 @@
-"""The multiprocessing supervisor: N worker processes for one channel, signals, restarts.
+"""The multiprocessing supervisor: worker processes for one or more channels, signals, restarts.
 
-Each worker is a spawned process running one asyncio loop (leadctl.dispatch). The supervisor
-forwards the first SIGTERM/SIGINT to its workers, which stop reading, finish their in-flight sends
-within the grace period and record them; a second signal kills them at once. A worker that dies
-unexpectedly is restarted with backoff; its unacknowledged entries are reclaimed by the others
-once idle past the visibility timeout.
+Each worker is a spawned process running one asyncio loop (leadctl.dispatch). The first
+SIGTERM/SIGINT (or the deadline of a batch run) is forwarded to the workers, which stop reading,
+finish their in-flight sends within the grace period and record them; a second signal kills them
+at once. A worker that dies unexpectedly is restarted with backoff; its unacknowledged entries are
+reclaimed by the others once idle past the visibility timeout.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ import asyncio
 import logging
 import multiprocessing as mp
 import os
+import queue
 import signal
 import socket
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -28,15 +30,27 @@ from leadctl.dispatch import WorkerOptions, WorkerReport, run_worker
 
 log = logging.getLogger("leadctl.pool")
 
-_MAX_RESTARTS = 5
+MAX_RESTARTS = 5
 FATAL_EXIT = 3
+"""A worker's exit code when continuing is pointless (credentials refused): the pool stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """``workers`` processes for ``channel``, each with ``concurrency`` sends in flight."""
+
+    channel: str
+    workers: int
+    concurrency: int
+    max_leads: int | None = None
 
 
 @dataclass(slots=True)
 class PoolReport:
-    """What a pool did, summed over its workers."""
+    """What one channel's workers did, summed."""
 
     channel: str
+    workers: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     entries: int = 0
     restarts: int = 0
@@ -48,6 +62,10 @@ class PoolReport:
         self.statuses.update(report.statuses)
         self.entries += report.entries
         self.fatal = self.fatal or report.fatal
+
+    @property
+    def unsent(self) -> int:
+        return sum(self.statuses.get(status, 0) for status in ("failed", "dead", "in_doubt"))
 
 
 def default_name() -> str:
@@ -74,122 +92,140 @@ def _worker_main(
         sys.exit(FATAL_EXIT)
 
 
+@dataclass(slots=True)
+class _Slot:
+    """One worker position of a pool, and how often it was restarted."""
+
+    spec: PoolSpec
+    index: int
+    process: BaseProcess
+    restarts: int = 0
+
+
 class Supervisor:
-    """Runs ``workers`` processes over one channel until they finish or a signal stops them."""
+    """Runs the pools until their workers finish, a signal stops them, or the deadline passes.
+
+    burst: workers exit once their channel's stream and pending list are empty.
+    deadline_s: seconds after which the workers are told to stop (what is left stays queued).
+    name: this host's name in consumer names and heartbeats.
+    tick: called about every 50 ms while supervising (a batch run renews its lock there).
+    """
 
     def __init__(
         self,
         settings: Settings,
         endpoints: Endpoints,
-        channel: str,
-        workers: int,
-        concurrency: int,
+        pools: list[PoolSpec],
         *,
         burst: bool = False,
-        max_leads: int | None = None,
+        deadline_s: float | None = None,
         name: str | None = None,
+        tick: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.endpoints = endpoints
-        self.channel = channel
-        self.workers = workers
-        self.concurrency = concurrency
+        self.pools = pools
         self.burst = burst
-        self.max_leads = max_leads
+        self.deadline_s = deadline_s
         self.name = name or default_name()
+        self.tick = tick
         self._ctx = mp.get_context("spawn")
         self._results = self._ctx.Queue()
-        self._stopping = False
+        self._settings_data = settings.model_dump(by_alias=True)
         self._signals = 0
         self._received = 0
 
-    def _options(self, index: int) -> WorkerOptions:
+    def _options(self, spec: PoolSpec, index: int, restart: int) -> WorkerOptions:
         share = None
-        if self.max_leads is not None:
-            share = self.max_leads // self.workers + (1 if index < self.max_leads % self.workers else 0)
+        if spec.max_leads is not None:
+            share = spec.max_leads // spec.workers + (1 if index < spec.max_leads % spec.workers else 0)
+        suffix = f".{restart}" if restart else ""
         return WorkerOptions(
-            channel=self.channel,
-            consumer=f"{self.name}:{os.getpid()}:{index}",
-            concurrency=self.concurrency,
+            channel=spec.channel,
+            consumer=f"{self.name}:{os.getpid()}:{spec.channel}:{index}{suffix}",
+            concurrency=spec.concurrency,
             burst=self.burst,
             max_leads=share,
         )
 
-    def _spawn(self, index: int, restart: int = 0) -> BaseProcess:
-        options = self._options(index)
-        if restart:
-            options.consumer += f".{restart}"
+    def _spawn(self, spec: PoolSpec, index: int, restart: int = 0) -> BaseProcess:
         process = self._ctx.Process(
             target=_worker_main,
-            args=(self.settings.model_dump(by_alias=True), self.endpoints, options, self._results),
-            name=f"leadctl-{self.channel}-{index}",
-            daemon=False,
+            args=(self._settings_data, self.endpoints, self._options(spec, index, restart), self._results),
+            name=f"leadctl-{spec.channel}-{index}",
         )
         process.start()
         return process
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._signals += 1
-        self._stopping = True
         if self._signals == 1:
             log.warning("stopping: finishing in-flight sends (signal again to stop at once)")
 
-    def run(self) -> PoolReport:
-        """Start the workers and supervise them until all have exited."""
-        report = PoolReport(self.channel)
+    def stop(self) -> None:
+        """Ask the workers to finish what they are doing and exit (as the first signal does)."""
+        self._signals = max(self._signals, 1)
+
+    def run(self) -> dict[str, PoolReport]:
+        """Start every pool and supervise until all workers have exited; one report per channel."""
+        reports = {spec.channel: PoolReport(spec.channel, spec.workers) for spec in self.pools}
         started = time.monotonic()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        processes = {index: self._spawn(index) for index in range(self.workers)}
-        restarts = Counter[int]()
-        forwarded = 0
-        finished = 0
+        slots = [_Slot(spec, i, self._spawn(spec, i)) for spec in self.pools for i in range(spec.workers)]
+        forwarded = finished = 0
         try:
-            while processes:
-                self._collect(report)
+            while slots:
+                self._collect(reports)
+                if self.tick is not None:
+                    self.tick()
+                if self.deadline_s is not None and time.monotonic() - started >= self.deadline_s:
+                    self.stop()
                 if self._signals > forwarded:
                     forwarded = self._signals
-                    sig = signal.SIGTERM if forwarded == 1 else signal.SIGKILL
-                    for process in processes.values():
-                        if process.pid is not None and process.is_alive():
-                            os.kill(process.pid, sig)
-                for index, process in list(processes.items()):
-                    if process.is_alive():
+                    self._forward(slots, signal.SIGTERM if forwarded == 1 else signal.SIGKILL)
+                for slot in list(slots):
+                    if slot.process.is_alive():
                         continue
-                    process.join()
-                    del processes[index]
-                    if process.exitcode == 0:
+                    slot.process.join()
+                    code = slot.process.exitcode
+                    if code in (0, FATAL_EXIT):
                         finished += 1
+                    if code == FATAL_EXIT:  # e.g. credentials refused: stop them all
+                        self.stop()
+                    if code in (0, FATAL_EXIT) or self._signals:
+                        slots.remove(slot)
                         continue
-                    if self._stopping:
-                        continue
-                    if process.exitcode == FATAL_EXIT:  # e.g. credentials refused: stop them all
-                        finished += 1
-                        self._stopping = True
-                        self._signals = max(self._signals, 1)
-                        continue
-                    report.crashed += 1
-                    if restarts[index] >= _MAX_RESTARTS:
-                        log.error(
-                            "worker %s exited with code %s too often; not restarting", index, process.exitcode
-                        )
-                        continue
-                    restarts[index] += 1
-                    delay = min(2 ** restarts[index] * 0.25, 10.0)
-                    log.warning(
-                        "worker %s exited with code %s; restarting in %.1fs", index, process.exitcode, delay
-                    )
-                    time.sleep(delay)
-                    processes[index] = self._spawn(index, restarts[index])
-                    report.restarts += 1
+                    self._restart(slot, reports[slot.spec.channel], slots)
                 time.sleep(0.05)
-            self._collect(report, expected=finished)
+            self._collect(reports, expected=finished)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        report.seconds = time.monotonic() - started
-        return report
+        elapsed = time.monotonic() - started
+        for report in reports.values():
+            report.seconds = elapsed
+        return reports
 
-    def _collect(self, report: PoolReport, expected: int | None = None) -> None:
+    def _forward(self, slots: list[_Slot], sig: signal.Signals) -> None:
+        for slot in slots:
+            if slot.process.pid is not None and slot.process.is_alive():
+                os.kill(slot.process.pid, sig)
+
+    def _restart(self, slot: _Slot, report: PoolReport, slots: list[_Slot]) -> None:
+        report.crashed += 1
+        name = f"{slot.spec.channel} worker {slot.index}"
+        if slot.restarts >= MAX_RESTARTS:
+            log.error("%s exited with code %s too often; not restarting it", name, slot.process.exitcode)
+            slots.remove(slot)
+            return
+        slot.restarts += 1
+        delay = min(0.25 * 2**slot.restarts, 10.0)
+        log.warning("%s exited with code %s; restarting in %.1fs", name, slot.process.exitcode, delay)
+        time.sleep(delay)
+        slot.process = self._spawn(slot.spec, slot.index, slot.restarts)
+        report.restarts += 1
+
+    def _collect(self, reports: dict[str, PoolReport], expected: int | None = None) -> None:
         """Add the workers' reports that have arrived; with ``expected``, wait for that many in all."""
         while True:
             try:
@@ -197,7 +233,7 @@ class Supervisor:
                     worker_report = self._results.get(timeout=5)
                 else:
                     worker_report = self._results.get_nowait()
-            except Exception:  # queue.Empty, or a half-written result of a killed worker
+            except queue.Empty:
                 return
             self._received += 1
-            report.add(worker_report)
+            reports[worker_report.channel].add(worker_report)

@@ -2,82 +2,156 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from typing import Annotated
 
 import typer
 
-from leadctl.commands.app import app, print_json, state_of
+from leadctl.commands.app import AppState, app, print_json, state_of
 from leadctl.config import CHANNELS
 from leadctl.connections import open_postgres, open_redis
 from leadctl.errors import DependencyError, UsageError
 
 
+def _channels(values: list[str]) -> list[str]:
+    """Repeated --channel values, with `all` for every channel."""
+    chosen: list[str] = []
+    for value in values:
+        names = CHANNELS if value == "all" else (value,)
+        for name in names:
+            if name not in CHANNELS:
+                raise UsageError(f"--channel must be one of {', '.join(CHANNELS)} or all, not {value!r}")
+            if name not in chosen:
+                chosen.append(name)
+    return chosen
+
+
+def _check_dependencies(state: AppState) -> None:
+    endpoints = state.endpoints
+    open_redis(endpoints.redis_url, state.settings).close()
+    open_postgres(endpoints.database_url, state.settings).close()
+
+
 @app.command()
 def work(
     ctx: typer.Context,
-    channel: Annotated[str, typer.Option(help="Channel to send: sms, whatsapp or email.")],
+    channel: Annotated[
+        list[str], typer.Option(help="Channel to send: sms, whatsapp, email or all (repeatable).")
+    ],
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes (default: channels.<ch>.workers).")
+        int | None, typer.Option(min=1, help="Worker processes per channel (default: channels.<ch>.workers).")
     ] = None,
     concurrency: Annotated[int | None, typer.Option(min=1, help="Sends in flight per worker.")] = None,
     burst: Annotated[
         bool, typer.Option("--burst", help="Exit once the queue and its pending list are empty.")
     ] = False,
-    max_leads: Annotated[int | None, typer.Option(min=1, help="Stop after this many leads.")] = None,
+    max_leads: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many leads per channel.")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="This host's name in the consumer group.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
-    """Send queued leads of a channel with N worker processes. Exit 1 when some leads were not sent."""
-    from leadctl.pool import Supervisor
+    """Send the queued leads of one or more channels with N worker processes each.
+
+    SIGTERM/Ctrl-C stops reading and lets in-flight sends finish; a second one stops at once.
+    Exit 1 when some leads were not sent.
+    """
+    from leadctl.pool import PoolSpec, Supervisor
 
     state = state_of(ctx)
     settings = state.settings
-    if channel not in CHANNELS:
-        raise UsageError(f"--channel must be one of {', '.join(CHANNELS)}, not {channel!r}")
-    endpoints = state.endpoints
-    open_redis(endpoints.redis_url, settings).close()
-    open_postgres(endpoints.database_url, settings).close()
-    channel_settings = settings.channel(channel)
-    supervisor = Supervisor(
-        settings,
-        endpoints,
-        channel,
-        workers or channel_settings.workers,
-        concurrency or channel_settings.concurrency,
-        burst=burst,
-        max_leads=max_leads,
-        name=name,
-    )
-    state.say(f"{channel}: {supervisor.workers} workers x {supervisor.concurrency} in flight")
-    report = supervisor.run()
-    if report.fatal:
-        raise DependencyError(f"{channel}: {report.fatal}")
-    statuses = dict(report.statuses)
-    rate = report.entries / report.seconds * 60 if report.seconds else 0
+    channels = _channels(channel)
+    _check_dependencies(state)
+    pools = [
+        PoolSpec(
+            ch,
+            workers or settings.channel(ch).workers,
+            concurrency or settings.channel(ch).concurrency,
+            max_leads,
+        )
+        for ch in channels
+    ]
+    for pool in pools:
+        state.say(f"{pool.channel}: {pool.workers} workers x {pool.concurrency} in flight")
+    reports = Supervisor(settings, state.endpoints, pools, burst=burst, name=name).run()
+    for report in reports.values():
+        if report.fatal:
+            raise DependencyError(f"{report.channel}: {report.fatal}")
+    totals = sum((r.statuses for r in reports.values()), start=Counter())
     if as_json:
         print_json(
             {
-                "channel": channel,
-                "statuses": statuses,
-                "entries": report.entries,
-                "seconds": round(report.seconds, 3),
-                "leads_per_min": round(rate),
-                "restarts": report.restarts,
+                "statuses": dict(totals),
+                "channels": {
+                    ch: {
+                        "statuses": dict(r.statuses),
+                        "entries": r.entries,
+                        "seconds": round(r.seconds, 3),
+                        "leads_per_min": round(r.entries / r.seconds * 60) if r.seconds else 0,
+                        "restarts": r.restarts,
+                    }
+                    for ch, r in reports.items()
+                },
             }
         )
     else:
-        summary = (
-            ", ".join(f"{count:,} {status}" for status, count in sorted(statuses.items()))
-            or "nothing to send"
-        )
-        state.say(f"{channel}: {summary} in {report.seconds:.1f}s ({rate:,.0f} leads/min)")
-    unsent = sum(statuses.get(s, 0) for s in ("failed", "dead", "in_doubt"))
-    raise typer.Exit(1 if unsent or report.crashed else 0)
+        for ch, r in reports.items():
+            summary = (
+                ", ".join(f"{n:,} {status}" for status, n in sorted(r.statuses.items())) or "nothing to send"
+            )
+            rate = r.entries / r.seconds * 60 if r.seconds else 0
+            state.say(f"{ch}: {summary} in {r.seconds:.1f}s ({rate:,.0f} leads/min)")
+    failed = any(r.unsent or r.crashed for r in reports.values())
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()
-def batch(ctx: typer.Context) -> None:
-    """The cron job: drain the queues within a time budget (arrives with the workers issue)."""
-    raise UsageError(
-        "leadctl batch is not implemented yet: run `leadctl work --channel CH --burst` meanwhile"
-    )
+def batch(
+    ctx: typer.Context,
+    channel: Annotated[
+        list[str] | None, typer.Option(help="Channels to drain (repeatable; default: all).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Process at most this many leads.")] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(min=1, help="Time budget (default: batch.max_seconds, 14 minutes).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes per channel.")] = None,
+    every: Annotated[
+        str | None, typer.Option(help="Run again on this schedule (e.g. 15m), for hosts without cron.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="This host's name in the consumer group.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+) -> None:
+    """The cron job: drain the queues within a time budget, print a summary, exit 0/1/3.
+
+    Runs one at a time per namespace: a run that finds another one working exits 0 at once.
+    Exit 0 when everything went, 1 when some leads failed, 3 when a dependency was down.
+    """
+    from leadctl.batch import BatchOptions, parse_every, run_batch
+
+    state = state_of(ctx)
+    settings = state.settings
+    try:
+        interval = parse_every(every) if every else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    options = BatchOptions(_channels(channel or ["all"]), limit, max_seconds, workers, name)
+    _check_dependencies(state)
+    client = open_redis(state.endpoints.redis_url, settings)
+    while True:
+        started = time.monotonic()
+        report = run_batch(settings, state.endpoints, client, options, state.say)
+        if report.fatal:
+            raise DependencyError(report.fatal)
+        if as_json:
+            print_json(report.as_json())
+        elif not report.skipped:
+            for ch, c in report.channels.items():
+                state.say(
+                    f"{ch}: {c.sent:,} sent, {c.failed:,} failed, {c.in_doubt:,} in doubt, {c.dead:,} dead, "
+                    f"{c.remaining:,} remaining ({c.leads_per_min:,.0f} leads/min)"
+                )
+        if interval is None:
+            raise typer.Exit(1 if report.unsent else 0)
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
