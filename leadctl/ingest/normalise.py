@@ -1,0 +1,185 @@
+"""Normalise contact values: phones to E.164 (phonenumbers), emails (email-validator), channel names.
+
+Every function is cached: lead files repeat domains, channels and often numbers. Values that are
+already in their canonical shape take a fast path that still validates them against the library's
+metadata, and fall back to the full parser on anything unusual; tests check both paths agree.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache, lru_cache
+from typing import NamedTuple
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, PhoneNumberType, ValidationResult
+from phonenumbers.phonenumberutil import _number_type_helper
+
+from leadctl.ingest.columns import column_key
+
+phonenumbers.enable_pattern_cache()  # compile each metadata pattern once, not on every match
+
+_FORMATTING = str.maketrans("", "", " ()-./'\t\u00a0")
+_COUNTRY_CODES = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+_BR = 55
+_REPAIRABLE = frozenset("6789")
+_POSSIBLE_REASON = {
+    ValidationResult.TOO_SHORT: "is too short",
+    ValidationResult.TOO_LONG: "is too long",
+    ValidationResult.INVALID_LENGTH: "has the wrong number of digits",
+    ValidationResult.INVALID_COUNTRY_CODE: "has an unknown country code",
+}
+_PARSE_REASON = {
+    NumberParseException.INVALID_COUNTRY_CODE: "has an unknown country code",
+    NumberParseException.NOT_A_NUMBER: "is not a phone number",
+    NumberParseException.TOO_SHORT_AFTER_IDD: "is too short",
+    NumberParseException.TOO_SHORT_NSN: "is too short",
+    NumberParseException.TOO_LONG: "is too long",
+}
+# RFC 5322 dot-atom in ASCII: a local part email-validator accepts unchanged.
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_CASE_INSENSITIVE_LOCAL = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
+_CHANNEL_ALIASES = {
+    "sms": ("sms", "texto", "text", "torpedo"),
+    "whatsapp": ("whatsapp", "whats", "wpp", "zap", "zapzap", "wa", "wapp"),
+    "email": ("email", "mail", "correio", "correioeletronico"),
+}
+_CHANNELS = {alias: channel for channel, aliases in _CHANNEL_ALIASES.items() for alias in aliases}
+
+
+class Phone(NamedTuple):
+    """A valid phone: E.164, whether it is a landline, whether a Brazilian 9th digit was added."""
+
+    e164: str
+    landline: bool = False
+    repaired: bool = False
+
+
+class Invalid(NamedTuple):
+    """Why a value was not accepted, in words a user can act on."""
+
+    message: str
+
+
+@lru_cache(maxsize=1 << 16)
+def normalise_phone(value: str, region: str) -> Phone | Invalid:
+    """A phone as typed ('(11) 98765-4321', '+55 11 98765 4321') -> Phone, or Invalid saying why."""
+    digits = value.translate(_FORMATTING)
+    split = None
+    if digits[:1] == "+" and digits[1:].isdigit() and digits.isascii():
+        split = _international(digits[1:])
+    elif digits.isdigit() and digits.isascii():
+        split = _national(digits, region)
+    result = _classify(*split) if split is not None else None
+    return result if result is not None else _parse(value, region)
+
+
+def _international(digits: str) -> tuple[int, str] | None:
+    """'5511987654321' (after the +) -> (55, '11987654321'); None when unusual (the parser decides)."""
+    if digits[0] == "0":
+        return None
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in _COUNTRY_CODES:
+            national = digits[size:]
+            if national[:1] in ("", "0") or len(national) > 17:
+                return None
+            return code, national
+    return None
+
+
+def _national(digits: str, region: str) -> tuple[int, str] | None:
+    """National digits with no trunk or international prefix -> (the region's country code, digits)."""
+    known = _region(region)
+    if known is None or digits[0] == "0" or known[1].match(digits) or len(digits) > 17:
+        return None
+    return known[0], digits
+
+
+@cache
+def _region(region: str) -> tuple[int, re.Pattern[str]] | None:
+    """The region's country code and national-prefix-for-parsing pattern; None without metadata."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None:
+        return None
+    return metadata.country_code, re.compile(metadata.national_prefix_for_parsing or r"(?!)")
+
+
+def _classify(code: int, national: str, number: PhoneNumber | None = None) -> Phone | None:
+    """Country code + national significant number (+ the parsed number, if any) -> Phone when valid
+    (repairing old 8-digit BR mobiles), else None."""
+    if code == _BR and len(national) == 10 and national[2] in _REPAIRABLE:
+        candidate = f"{national[:2]}9{national[2:]}"
+        if _number_type(code, candidate) == PhoneNumberType.MOBILE:
+            return Phone(f"+{code}{candidate}", repaired=True)
+    kind = _number_type(code, national, number)
+    if kind == PhoneNumberType.UNKNOWN:
+        return None
+    return Phone(f"+{code}{national}", landline=kind == PhoneNumberType.FIXED_LINE)
+
+
+def _number_type(code: int, national: str, number: PhoneNumber | None = None) -> int:
+    """phonenumbers.number_type, without building a PhoneNumber when the code has one region (+55):
+    the same metadata through the same helper, at a third of the cost."""
+    metadata = _single_region_metadata(code)
+    if metadata is not None:
+        return _number_type_helper(national, metadata)
+    if number is None:
+        number = PhoneNumber(country_code=code, national_number=int(national))
+    return phonenumbers.number_type(number)
+
+
+@cache
+def _single_region_metadata(code: int) -> PhoneMetadata | None:
+    regions = _COUNTRY_CODES.get(code, ())
+    if len(regions) != 1:
+        return None
+    return PhoneMetadata.metadata_for_region_or_calling_code(code, regions[0])
+
+
+def _parse(value: str, region: str) -> Phone | Invalid:
+    """The full phonenumbers parser, with a reason when the number is not valid."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except NumberParseException as exc:
+        return Invalid(f"phone {_PARSE_REASON.get(exc.error_type, 'is not a phone number')}")
+    result = _classify(number.country_code, phonenumbers.national_significant_number(number), number)
+    if result is not None:
+        return result
+    where = phonenumbers.region_code_for_country_code(number.country_code)
+    reason = _POSSIBLE_REASON.get(phonenumbers.is_possible_number_with_reason(number))
+    if reason is None:
+        return Invalid(f"phone is not a valid {where} number (no such area code or range)")
+    return Invalid(f"phone {reason} for {where} (+{number.country_code})")
+
+
+@lru_cache(maxsize=1 << 16)
+def normalise_email(value: str) -> str | Invalid:
+    """An email as typed -> email-validator's normalized form (no DNS lookups), or Invalid."""
+    local, at, domain = value.rpartition("@")
+    if at and len(value) <= 254 and domain.isascii() and _PLAIN_LOCAL.fullmatch(local) and len(local) <= 64:
+        normal_domain = _email_domain(domain)
+        if normal_domain is not None and local.lower() not in _CASE_INSENSITIVE_LOCAL:
+            return f"{local}@{normal_domain}"
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        return Invalid(str(exc))
+
+
+@lru_cache(maxsize=1 << 12)
+def _email_domain(domain: str) -> str | None:
+    """A domain's normalized ASCII form as email-validator gives it, or None (then the full path runs)."""
+    try:
+        normal = validate_email(f"x@{domain}", check_deliverability=False).domain
+    except EmailNotValidError:
+        return None
+    return normal if normal.isascii() else None
+
+
+@lru_cache(maxsize=256)
+def normalise_channel(value: str) -> str | None:
+    """'WhatsApp', 'zap', 'E-mail', 'SMS' -> whatsapp | email | sms; None when unknown."""
+    return _CHANNELS.get(column_key(value))

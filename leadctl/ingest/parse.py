@@ -1,0 +1,198 @@
+"""From a lead file to a stream of Lead | Reject: open, read, map columns, normalise each row."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+
+from leadctl.errors import InputError, UsageError
+from leadctl.ingest.columns import ColumnMap, Layout
+from leadctl.ingest.normalise import Invalid, normalise_channel, normalise_email, normalise_phone
+from leadctl.ingest.readers import Records, read_records
+from leadctl.ingest.rejects import Code
+from leadctl.ingest.sources import Source, open_source
+from leadctl.leads import Lead, Reject
+
+_PHONE_CHANNELS = frozenset({"sms", "whatsapp"})
+_UNREADABLE = (UnicodeDecodeError, OSError, EOFError, zlib.error)
+
+
+@dataclass
+class ParseOptions:
+    """How to read a lead file; None means detect it.
+
+    ``format``: csv, tsv, json or ndjson (else from the extension, .gz included, or sniffed).
+    ``delimiter``: else sniffed among , ; TAB |. ``encoding``: else UTF-8, falling back to cp1252.
+    ``no_headers`` / ``columns``: the file has no header row; name its columns (else column_1...).
+    ``mapping``: source column -> canonical name (phone, email, name, channel, campaign) or a new name.
+    ``channel``: for rows without one (else sms when there is a phone, email otherwise).
+    ``campaign``: for rows without one (else the file's stem, 'stdin' for -).
+    ``region``: where numbers without a country code are from.
+    """
+
+    format: str | None = None
+    delimiter: str | None = None
+    encoding: str | None = None
+    no_headers: bool = False
+    columns: list[str] | None = None
+    mapping: dict[str, str] = field(default_factory=dict)
+    channel: str | None = None
+    campaign: str | None = None
+    region: str = "BR"
+
+
+def parse_leads(
+    source: str | Path, options: ParseOptions, config_columns: dict[str, str] | None = None
+) -> Iterator[Lead | Reject]:
+    """Lead | Reject for every data row of ``source`` ('-' for stdin), in file order.
+
+    Raises InputError now (not on first iteration) when the file as a whole is unusable, and
+    UsageError for a bad option; a file that stops being readable half-way raises InputError.
+    """
+    region = options.region.upper()
+    if not phonenumbers.country_code_for_region(region):
+        raise UsageError(f"unknown region {options.region!r} (an ISO country code such as BR)")
+    channel = None
+    if options.channel:
+        channel = normalise_channel(options.channel)
+        if channel is None:
+            raise UsageError(f"unknown channel {options.channel!r} (known: sms, whatsapp, email)")
+    columns = ColumnMap(config_columns, options.mapping)
+    opened = open_source(source, options.format, options.encoding)
+    try:
+        records = read_records(opened, options.delimiter, options.no_headers, options.columns)
+        contacts = columns.layout(records.columns)
+        if records.columns and contacts.phone is None and contacts.email is None:
+            raise InputError(
+                f"{opened.name}: no phone or email column (columns: {', '.join(records.columns)})"
+            )
+    except _UNREADABLE as exc:
+        opened.closer.close()
+        raise _unreadable(opened.name, exc, 0) from None
+    except BaseException:
+        opened.closer.close()
+        raise
+    rows = _RowParser(columns, region, channel, options.campaign or opened.stem, opened.name)
+    return _parse(opened, records, rows)
+
+
+def _parse(source: Source, records: Records, rows: _RowParser) -> Iterator[Lead | Reject]:
+    line = 0
+    try:
+        for record in records.rows:
+            if isinstance(record, Reject):
+                yield record
+            else:
+                line = record[0]
+                yield rows.parse(*record)
+    except _UNREADABLE as exc:
+        raise _unreadable(source.name, exc, line) from None
+    finally:
+        source.closer.close()
+
+
+def _unreadable(name: str, error: Exception, line: int) -> InputError:
+    """A file that stops being readable: wrong encoding, truncated gzip, I/O error."""
+    where = f" after line {line}" if line else ""
+    if isinstance(error, UnicodeDecodeError):
+        return InputError(
+            f"{name}: not valid {error.encoding}{where}; give the file's encoding (e.g. cp1252)"
+        )
+    return InputError(f"{name}: cannot read{where}: {error}")
+
+
+def _text(value: Any) -> str:
+    """A cell as stripped text; JSON numbers as their digits, null as empty."""
+    if isinstance(value, str):
+        return value.strip()
+    if value is None or isinstance(value, bool):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class _RowParser:
+    """One row (keys and values) -> Lead or Reject."""
+
+    def __init__(self, columns: ColumnMap, region: str, channel: str | None, campaign: str, source: str):
+        self._columns = columns
+        self._layouts: dict[tuple[str, ...], Layout] = {}
+        self._region = region
+        self._channel = channel
+        self._campaign = campaign
+        self._source = source
+
+    def parse(self, line: int, keys: tuple[str, ...], values: Sequence[Any]) -> Lead | Reject:
+        layout = self._layouts.get(keys)
+        if layout is None:
+            layout = self._layouts[keys] = self._columns.layout(keys)
+        phone_raw = _text(values[layout.phone]) if layout.phone is not None else ""
+        email_raw = _text(values[layout.email]) if layout.email is not None else ""
+        channel = self._channel
+        if layout.channel is not None:
+            channel_raw = _text(values[layout.channel])
+            if channel_raw:
+                channel = normalise_channel(channel_raw)
+                if channel is None:
+                    message = f"unknown channel {channel_raw!r} (known: sms, whatsapp, email)"
+                    return self._reject(line, Code.UNKNOWN_CHANNEL, message, keys, values)
+        if channel is None:
+            if not phone_raw and not email_raw:
+                return self._reject(
+                    line, Code.MISSING_CONTACT, "the row has no phone and no email", keys, values
+                )
+            channel = "sms" if phone_raw else "email"
+
+        flags: list[str] = []
+        phone = email = None
+        if phone_raw:
+            result = normalise_phone(phone_raw, self._region)
+            if result.__class__ is Invalid:
+                if channel in _PHONE_CHANNELS:
+                    return self._reject(line, Code.INVALID_PHONE, result[0], keys, values)
+                flags.append("invalid_phone")
+            else:
+                phone, landline, repaired = result
+                if landline and channel in _PHONE_CHANNELS:
+                    message = f"{phone} is a landline; it cannot receive {channel}"
+                    return self._reject(line, Code.LANDLINE, message, keys, values)
+                if repaired:
+                    flags.append("added_ninth_digit")
+        if email_raw:
+            result = normalise_email(email_raw)
+            if result.__class__ is Invalid:
+                if channel == "email":
+                    return self._reject(line, Code.INVALID_EMAIL, f"email: {result[0]}", keys, values)
+                flags.append("invalid_email")
+            else:
+                email = result
+        contact = email if channel == "email" else phone
+        if contact is None:
+            wanted = "an email" if channel == "email" else "a phone"
+            return self._reject(
+                line, Code.MISSING_CONTACT, f"{channel} needs {wanted}; the row has none", keys, values
+            )
+
+        campaign = _text(values[layout.campaign]) if layout.campaign is not None else ""
+        return Lead(
+            channel=channel,
+            contact=contact,
+            name=_text(values[layout.name]) if layout.name is not None else "",
+            campaign=campaign or self._campaign,
+            line=line,
+            phone=phone,
+            email=email,
+            fields={name: values[index] for index, name in layout.fields},
+            flags=tuple(flags),
+        )
+
+    def _reject(
+        self, line: int, code: str, message: str, keys: tuple[str, ...], values: Sequence[Any]
+    ) -> Reject:
+        return Reject(line, code, message, dict(zip(keys, values, strict=True)), self._source)
