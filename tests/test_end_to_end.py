@@ -11,30 +11,9 @@ import redis
 
 from leadctl import keys
 from leadctl.config import Settings
-from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, sandbox_in_thread
+from leadctl.providers.sandbox import SANDBOX_AUTH_TOKEN, sandbox_in_thread
 from tests.conftest import run_leadctl
-
-
-def write_leads(path: Path, count: int) -> list[str]:
-    """A CSV of ``count`` Brazilian mobiles in mixed formats; returns their E.164 forms."""
-    phones, lines = [], ["nome,telefone,email,canal"]
-    for i in range(count):
-        local = f"9{8000_0000 + i:08d}"
-        phones.append(f"+5511{local}")
-        written = f"(11) {local[:5]}-{local[5:]}" if i % 2 else f"+55 11 {local}"
-        lines.append(f"Lead {i},{written},lead{i}@example.com,SMS")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return phones
-
-
-def sandbox_config(path: Path, base_url: str) -> Path:
-    path.write_text(
-        "channels:\n  sms:\n    provider: twilio\n    template: 'Oi {{ name }}!'\n"
-        f"providers:\n  twilio:\n    base_url: {base_url}\n    account_sid: {SANDBOX_ACCOUNT_SID}\n"
-        f"    auth_token: {SANDBOX_AUTH_TOKEN}\n    from: '+15005550006'\n",
-        encoding="utf-8",
-    )
-    return path
+from tests.reliability import sandbox_config, write_leads
 
 
 def test_thousand_leads_sent_exactly_once(
