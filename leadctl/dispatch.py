@@ -110,6 +110,7 @@ class Worker:
         self._done: list[tuple[Entry, Outcome]] = []
         self._flush_wanted = asyncio.Event()
         self._reading_finished = False
+        self._outage = _Outage(options.consumer)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -133,7 +134,7 @@ class Worker:
 
     async def _reader(self) -> None:
         last_reclaim = 0.0
-        backoff = _Backoff()
+        backoff = _Backoff("reading", self._outage)
         while not self.stop.is_set():
             if self.options.max_leads is not None and self.report.entries >= self.options.max_leads:
                 break
@@ -149,7 +150,7 @@ class Worker:
                 await self._start(entries)
                 backoff.reset()
             except _DEPENDENCY_ERRORS as exc:
-                await backoff.wait(f"worker {self.options.consumer}: reading paused", exc, self.stop)
+                await backoff.wait(exc, self.stop)
         self._reading_finished = True
         self._flush_wanted.set()
 
@@ -241,7 +242,7 @@ class Worker:
     # -- recording -----------------------------------------------------------------------------
 
     async def _flusher(self) -> None:
-        backoff = _Backoff()
+        backoff = _Backoff("recording", self._outage)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_wanted.wait(), timeout=0.05)
@@ -253,7 +254,7 @@ class Worker:
                     backoff.reset()
                 except _DEPENDENCY_ERRORS as exc:
                     self._done[:0] = batch
-                    await backoff.wait(f"worker {self.options.consumer}: recording paused", exc, None)
+                    await backoff.wait(exc, None)
                     continue
             if self._reading_finished and not self._in_flight and not self._done:
                 return
@@ -325,22 +326,50 @@ class Worker:
         return self.report
 
 
-class _Backoff:
-    """Exponential pause after a dependency error, logging one line per outage, not per retry."""
+class _Outage:
+    """Logs one line when a dependency first fails and one when all is well again, not one per retry."""
 
-    def __init__(self) -> None:
+    def __init__(self, consumer: str) -> None:
+        self.consumer = consumer
+        self.failing: set[str] = set()
+
+    def failed(self, part: str, exc: BaseException) -> None:
+        if not self.failing:
+            text = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+            log.warning(
+                "worker %s: %s (%s); pausing and retrying", self.consumer, _dependency_name(exc), text
+            )
+        self.failing.add(part)
+
+    def recovered(self, part: str) -> None:
+        if part in self.failing:
+            self.failing.discard(part)
+            if not self.failing:
+                log.warning("worker %s: dependencies are back; resuming", self.consumer)
+
+
+def _dependency_name(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.Error):
+        return "PostgreSQL unavailable"
+    if isinstance(exc, redis.RedisError):
+        return "Redis unavailable"
+    return "connection failed"
+
+
+class _Backoff:
+    """Exponential pause between retries of one part of the worker (reading or recording)."""
+
+    def __init__(self, part: str, outage: _Outage) -> None:
+        self.part = part
+        self.outage = outage
         self.delay = 0.0
 
     def reset(self) -> None:
-        if self.delay:
-            log.warning("dependency is back; resuming")
         self.delay = 0.0
+        self.outage.recovered(self.part)
 
-    async def wait(self, what: str, exc: BaseException, stop: asyncio.Event | None) -> None:
-        if not self.delay:
-            log.warning(
-                "%s: %s; retrying with backoff", what, str(exc).strip().splitlines()[0] if str(exc) else exc
-            )
+    async def wait(self, exc: BaseException, stop: asyncio.Event | None) -> None:
+        self.outage.failed(self.part, exc)
         self.delay = min(max(self.delay * 2, 0.1), 5.0)
         if stop is None:
             await asyncio.sleep(self.delay)

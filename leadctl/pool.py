@@ -77,6 +77,7 @@ def _worker_main(
 ) -> None:
     """Entry point of a worker process."""
     logging.basicConfig(level=logging.WARNING, format=f"leadctl worker[{os.getpid()}]: %(message)s")
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)  # the worker reports outages itself
     settings = Settings.model_validate(settings_data)
 
     async def main() -> WorkerReport:

@@ -87,15 +87,16 @@ def embedded_status(data_dir: Path) -> list[ServiceStatus]:
     return [_redis_status(data_dir / "redis"), _postgres_status(data_dir / "postgres")]
 
 
-def stop_embedded(data_dir: Path) -> list[ServiceStatus]:
-    """Stop the embedded servers that are running; return them as stopped, with the pid and URL they had."""
+def stop_embedded(data_dir: Path, only: str | None = None) -> list[ServiceStatus]:
+    """Stop the embedded servers that are running (or just ``only``: "redis" or "postgresql");
+    return them as stopped, with the pid and URL they had."""
     data_dir = _absolute(data_dir)
     if not data_dir.is_dir():
         return []
     stopped: list[ServiceStatus] = []
     with _locked(data_dir):
         for status in embedded_status(data_dir):
-            if not status.running or status.pid is None:
+            if not status.running or status.pid is None or only not in (None, status.name):
                 continue
             if status.name == "redis":
                 _terminate(status.pid, "Redis", status.data_dir / "redis.log")
