@@ -20,7 +20,7 @@ import random
 import socket
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 import redis
@@ -32,7 +32,8 @@ from leadctl import heartbeats
 from leadctl.config import Settings
 from leadctl.connections import Endpoints, open_async_pool, open_async_redis
 from leadctl.masking import mask_contact
-from leadctl.providers.base import AUTH_ERROR, Message, Provider, ProviderError
+from leadctl.metrics import MetricsRecorder
+from leadctl.providers.base import AUTH_ERROR, Message, Provider, ProviderError, SendResult
 from leadctl.providers.registry import create_provider, make_session
 from leadctl.queue import Entry, StreamConsumer
 from leadctl.store.deliveries import ClaimedLead, DeliveryStore, Outcome
@@ -41,6 +42,7 @@ from leadctl.templates import ChannelTemplate, RenderError
 log = logging.getLogger("leadctl.worker")
 
 HEARTBEAT_S = 2.0
+LATENCY_SAMPLES = 2000
 
 _DEPENDENCY_ERRORS = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, OSError)
 
@@ -72,6 +74,16 @@ class WorkerReport:
     statuses: Counter[str] = field(default_factory=Counter)
     entries: int = 0
     fatal: str | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    calls: int = 0
+
+    def sample_latency(self, ms: float) -> None:
+        """Keep a uniform sample of provider call times (reservoir sampling, bounded memory)."""
+        self.calls += 1
+        if len(self.latencies_ms) < LATENCY_SAMPLES:
+            self.latencies_ms.append(ms)
+        elif (slot := random.randrange(self.calls)) < LATENCY_SAMPLES:
+            self.latencies_ms[slot] = ms
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -105,6 +117,9 @@ class Worker:
         self.template = ChannelTemplate(options.channel, self.channel_settings)
         self.stop = stop
         self.report = WorkerReport(options.consumer, options.channel)
+        self.metrics = MetricsRecorder(
+            redis_client, settings.namespace, options.channel, enabled=settings.worker.metrics
+        )
         self._slots = asyncio.Semaphore(options.concurrency)
         self._in_flight: dict[bytes, asyncio.Task[None]] = {}
         self._done: list[tuple[Entry, Outcome]] = []
@@ -178,7 +193,7 @@ class Worker:
         except asyncio.CancelledError:  # stopped before its turn came: certainly not sent
             outcome = Outcome(lead.lead_id, "queued", extra_attempts=-1)
         self._in_flight.pop(entry.entry_id, None)
-        self._done.append((entry, outcome))
+        self._done.append((entry, replace(outcome, campaign=lead.campaign)))
         if len(self._done) >= self.settings.worker.batch_size:
             self._flush_wanted.set()
 
@@ -208,11 +223,14 @@ class Worker:
             ):
                 with attempt:
                     attempts += 1
+                    began = time.perf_counter()
                     try:
-                        result = await self.provider.send(message)
+                        result = await self._call(message, lead.campaign)
                     except asyncio.CancelledError:
                         cut_off_mid_request = True
                         raise
+                    finally:
+                        self.report.sample_latency((time.perf_counter() - began) * 1000)
         except asyncio.CancelledError:  # the shutdown grace period ran out
             if not cut_off_mid_request:  # between attempts: the last one certainly failed
                 return Outcome(lead.lead_id, "queued", extra_attempts=-1)
@@ -238,6 +256,14 @@ class Worker:
         return Outcome(
             lead.lead_id, "sent", self.provider.name, result.message_id, extra_attempts=attempts - 1
         )
+
+    async def _call(self, message: Message, campaign: str) -> SendResult:
+        """One provider call, its duration observed for the latency figures of `stats`."""
+        began = time.perf_counter()
+        try:
+            return await self.provider.send(message)
+        finally:
+            self.metrics.observe(self.provider.name, campaign, time.perf_counter() - began)
 
     # -- recording -----------------------------------------------------------------------------
 
@@ -267,6 +293,7 @@ class Worker:
         ]
         acked = [entry.entry_id for entry, outcome in batch if outcome.status != "dead"]
         await self.stream.settle(acked, dead)
+        await self.metrics.record([outcome for _, outcome in batch])
         self.report.statuses.update(outcome.status for _, outcome in batch)
 
     async def _renewer(self) -> None:

@@ -19,16 +19,17 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, TypeVar
 
 from leadctl.config import Settings
 from leadctl.connections import Endpoints
 from leadctl.dispatch import WorkerOptions, WorkerReport, run_worker
 
 log = logging.getLogger("leadctl.pool")
+T = TypeVar("T")
 
 MAX_RESTARTS = 5
 FATAL_EXIT = 3
@@ -57,15 +58,26 @@ class PoolReport:
     crashed: int = 0
     seconds: float = 0.0
     fatal: str | None = None
+    latencies_ms: list[float] = field(default_factory=list)
 
     def add(self, report: WorkerReport) -> None:
         self.statuses.update(report.statuses)
         self.entries += report.entries
         self.fatal = self.fatal or report.fatal
+        self.latencies_ms.extend(report.latencies_ms)
 
     @property
     def unsent(self) -> int:
         return sum(self.statuses.get(status, 0) for status in ("failed", "dead", "in_doubt"))
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run a worker's event loop: uvloop where installed (Linux, macOS), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def default_name() -> str:
@@ -87,7 +99,7 @@ def _worker_main(
             loop.add_signal_handler(sig, stop.set)
         return await run_worker(settings, endpoints, options, stop)
 
-    report = asyncio.run(main())
+    report = run_loop(main())
     results.put(report)
     if report.fatal:
         sys.exit(FATAL_EXIT)

@@ -1,0 +1,191 @@
+"""`leadctl bench dispatch`: end-to-end send throughput against the machine's raw HTTP ceiling.
+
+In one run: start the sandbox provider in its own process with zero latency, queue N generated
+leads, drain them with ``work --burst`` (W worker processes), then post the same number of messages
+to the same sandbox with the same HTTP client and no queue and no database (the raw ceiling). The
+ratio of the two says how much the pipeline (claim, record, ack, count) costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import statistics
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psutil
+import psycopg
+import redis
+
+from leadctl import keys, queue
+from leadctl.config import Settings
+from leadctl.connections import Endpoints, open_postgres, open_redis
+from leadctl.leads import Lead
+from leadctl.pool import PoolSpec, Supervisor, run_loop
+from leadctl.providers.base import Message
+from leadctl.providers.registry import create_provider, make_session
+from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SandboxProcess
+from leadctl.store.leads import LeadWriter
+from leadctl.store.migrations import drop_namespace
+
+
+@dataclass(slots=True)
+class DispatchBenchResult:
+    leads: int
+    workers: int
+    concurrency: int
+    leads_per_min: float
+    raw_ceiling_per_min: float
+    ratio: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    worker_peak_rss_mb: float
+    redis_commands_per_lead: float
+    sent: int
+    duplicates_at_provider: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def _bench_settings(settings: Settings, sandbox_url: str, namespace: str, concurrency: int) -> Settings:
+    data = settings.model_dump(by_alias=True)
+    data["namespace"] = namespace
+    data["providers"]["bench"] = {
+        "type": "twilio",
+        "base_url": sandbox_url,
+        "account_sid": SANDBOX_ACCOUNT_SID,
+        "auth_token": SANDBOX_AUTH_TOKEN,
+        "from": "+15005550006",
+    }
+    data["channels"]["sms"].update(provider="bench", template="Oi {{ name }}!", concurrency=concurrency)
+    return Settings.model_validate(data)
+
+
+def _queue_leads(conn: psycopg.Connection, client: redis.Redis, namespace: str, count: int) -> None:
+    writer = LeadWriter(namespace)
+    queue.ensure_group(client, namespace, "sms")
+    for start in range(0, count, 5000):
+        leads = [
+            Lead("sms", f"+55119{i:08d}", f"Lead {i}", "bench", i + 2, phone=f"+55119{i:08d}")
+            for i in range(start, min(count, start + 5000))
+        ]
+        recorded = writer.record(conn, leads, "bench")
+        queue.enqueue(client, namespace, [(r.channel, r.lead_id) for r in recorded])
+
+
+class _RssSampler(threading.Thread):
+    """Peak resident memory of each worker process (children of this one), sampled every 100 ms."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak: dict[int, int] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self.done.wait(0.1):
+            for child in me.children():
+                try:
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        self.peak[child.pid] = max(self.peak.get(child.pid, 0), child.memory_info().rss)
+                except psutil.Error:
+                    continue
+
+
+def _raw_sender(base_url: str, count: int, concurrency: int, results: Any) -> None:
+    """One process posting ``count`` messages with the worker's own HTTP client and provider."""
+    settings = _bench_settings(Settings(), base_url, "raw", concurrency)
+
+    async def main() -> None:
+        session = make_session(concurrency)
+        provider = create_provider("bench", settings.provider("bench"), session)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with slots:
+                await provider.send(Message(i, "sms", f"+55118{i:08d}", f"Oi Lead {i}!"))
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        await session.close()
+
+    run_loop(main())
+    results.put(count)
+
+
+def _raw_ceiling(base_url: str, count: int, processes: int, concurrency: int) -> float:
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    share = count // processes
+    procs = [
+        ctx.Process(target=_raw_sender, args=(base_url, share, concurrency, results))
+        for _ in range(processes)
+    ]
+    started = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    sent = sum(results.get(timeout=600) for _ in procs)
+    elapsed = time.perf_counter() - started
+    for proc in procs:
+        proc.join()
+    return sent / elapsed * 60
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def run_dispatch_bench(
+    settings: Settings, endpoints: Endpoints, leads: int = 200_000, workers: int = 2, concurrency: int = 100
+) -> DispatchBenchResult:
+    """Measure the pipeline and the raw ceiling in one run; clean up the benchmark's namespace."""
+    namespace = f"bench_{uuid.uuid4().hex[:8]}"
+    with SandboxProcess() as sandbox:
+        bench = _bench_settings(settings, sandbox.base_url, namespace, concurrency)
+        client = open_redis(endpoints.redis_url, bench)
+        conn = open_postgres(endpoints.database_url, bench)
+        try:
+            _queue_leads(conn, client, namespace, leads)
+            commands_before = int(client.info("stats")["total_commands_processed"])
+            sampler = _RssSampler()
+            sampler.start()
+            reports = Supervisor(bench, endpoints, [PoolSpec("sms", workers, concurrency)], burst=True).run()
+            sampler.done.set()
+            sampler.join()
+            commands = int(client.info("stats")["total_commands_processed"]) - commands_before
+            first, last, sent = conn.execute(
+                f'SELECT min(claimed_at), max(finished_at), count(*) FROM "{namespace}".deliveries '
+                "WHERE status = 'sent'"
+            ).fetchone()
+            pipeline_per_min = sent / max((last - first).total_seconds(), 1e-9) * 60 if sent else 0.0
+            duplicates = sandbox.stats()["duplicates"]
+            sandbox.reset()
+            raw_per_min = _raw_ceiling(sandbox.base_url, leads, workers, concurrency)
+        finally:
+            stale = list(client.scan_iter(match=keys.namespace_pattern(namespace), count=1000))
+            if stale:
+                client.delete(*stale)
+            drop_namespace(conn, namespace)
+            conn.close()
+            client.close()
+    latencies = reports["sms"].latencies_ms
+    return DispatchBenchResult(
+        leads=leads,
+        workers=workers,
+        concurrency=concurrency,
+        leads_per_min=pipeline_per_min,
+        raw_ceiling_per_min=raw_per_min,
+        ratio=pipeline_per_min / raw_per_min if raw_per_min else 0.0,
+        latency_p50_ms=_percentile(latencies, 50),
+        latency_p99_ms=_percentile(latencies, 99),
+        worker_peak_rss_mb=max(sampler.peak.values(), default=0) / 2**20,
+        redis_commands_per_lead=commands / leads,
+        sent=sent,
+        duplicates_at_provider=duplicates,
+    )
