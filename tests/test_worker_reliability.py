@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -189,3 +190,37 @@ def test_time_budget_stops_a_batch_and_leaves_the_rest_queued(
     assert sms["remaining"] == 2000 - accepted
     final = statuses(pg, settings.namespace)
     assert final == Counter({"sent": accepted, "queued": 2000 - accepted})
+
+
+def test_live_workers_are_listed_from_their_heartbeats(
+    settings: Settings, leadctl_env: dict[str, str], tmp_path: Path
+) -> None:
+    write_leads(tmp_path / "leads.csv", 500)
+    with sandbox_in_thread(latency_ms=100, seed=6) as sandbox:
+        config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        assert (
+            run_leadctl(
+                ["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env
+            ).returncode
+            == 0
+        )
+        env = {**leadctl_env, "LEADCTL_CHANNELS__SMS__CONCURRENCY": "5"}
+        run = start_leadctl(
+            ["--config", str(config), "work", "--channel", "sms", "--workers", "2", "--name", "h1"], env
+        )
+        try:
+
+            def listed() -> list[dict[str, object]]:
+                result = run_leadctl(["workers", "--json"], leadctl_env)
+                assert result.returncode == 0, result.stderr
+                return json.loads(result.stdout)["workers"]
+
+            wait_for(lambda: len(listed()) == 2, timeout=30, every=0.5)
+            workers = listed()
+            assert {w["host"] for w in workers} == {socket.gethostname()}
+            assert {w["channel"] for w in workers} == {"sms"}
+            assert all(w["consumer"].startswith("h1:") for w in workers)
+        finally:
+            run.send_signal(signal.SIGTERM)
+            run.communicate(timeout=60)
+        assert listed() == []  # clean exits retire their heartbeats

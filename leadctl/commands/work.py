@@ -155,3 +155,38 @@ def batch(
         if interval is None:
             raise typer.Exit(1 if report.unsent else 0)
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+@app.command("workers")
+def list_workers(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the workers as one JSON object.")] = False,
+) -> None:
+    """The live worker processes on every host (from their heartbeats in Redis)."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from leadctl.heartbeats import live_workers
+
+    state = state_of(ctx)
+    client = open_redis(state.endpoints.redis_url, state.settings)
+    beats = live_workers(client, state.settings.namespace)
+    if as_json:
+        print_json({"workers": [asdict(b) for b in beats]})
+        return
+    table = Table(title=f"{len(beats)} live workers · namespace {state.settings.namespace}")
+    for column in ("host", "pid", "channel", "sends/s", "sent", "last seen"):
+        table.add_column(column, justify="right" if column in ("pid", "sends/s", "sent") else "left")
+    now = time.time()
+    for b in beats:
+        table.add_row(
+            b.host,
+            str(b.pid),
+            b.channel,
+            f"{b.sends_per_s:,.1f}",
+            f"{b.sent:,}",
+            f"{now - b.last_seen:.0f}s ago",
+        )
+    Console().print(table)
