@@ -85,10 +85,19 @@ class ProviderSettings(BaseModel):
     connect_timeout_ms: int = Field(5000, ge=1)
     read_timeout_ms: int = Field(10000, ge=1)
     rate_limit: float | None = Field(None, gt=0)
+    price: float | dict[Channel, float] | None = None
+    """Price of one message, or per channel (``{sms: 0.0079, whatsapp: 0.005}``), for `stats` spend."""
+    currency: str = "USD"
 
     def extra(self, key: str, default: Any = None) -> Any:
         """A provider-specific key such as ``account_sid``."""
         return (self.model_extra or {}).get(key, default)
+
+    def price_for(self, channel: str) -> float:
+        """What one message on ``channel`` costs (0 when no price is configured)."""
+        if isinstance(self.price, dict):
+            return self.price.get(channel, 0.0)
+        return self.price or 0.0
 
 
 class WorkerSettings(_Section):
@@ -96,6 +105,8 @@ class WorkerSettings(_Section):
     visibility_timeout_s: float = Field(30.0, gt=0)
     block_ms: int = Field(1000, ge=1)
     shutdown_grace_s: float = Field(30.0, ge=0)
+    metrics: bool = True
+    """Publish counters (rates, latency, retries, spend) to Redis for `leadctl stats`."""
 
 
 class BatchSettings(_Section):
@@ -114,6 +125,8 @@ class AlertSettings(_Section):
     queue_size: int = 10_000
     error_rate: float = 0.05
     stalled_s: int = 300
+    dead_letters: int = Field(0, ge=0)
+    """Alert when more leads than this went dead (dead letters) in the last 5 minutes."""
     webhook_url: str | None = None
 
 

@@ -36,3 +36,28 @@ def workers(namespace: str) -> str:
 def batch_lock(namespace: str) -> str:
     """The lease that keeps two `leadctl batch` runs from processing at once."""
     return f"{{{namespace}:batch}}:lock"
+
+
+def metrics_slot(namespace: str, channel: str, slot: int) -> str:
+    """A channel's counters of one 10-second slot (``epoch // 10``); expires after the 15-minute window."""
+    return f"{tag(namespace, channel)}:m:{slot}"
+
+
+def metrics_totals(namespace: str, channel: str) -> str:
+    """A channel's counters since the beginning (retried, attempts, latency buckets), never expiring."""
+    return f"{tag(namespace, channel)}:m:total"
+
+
+def metrics_spend(namespace: str, channel: str, period: str) -> str:
+    """Messages sent per provider and campaign in one UTC day (``YYYYMMDD``) or month (``YYYYMM``)."""
+    return f"{tag(namespace, channel)}:m:sent:{period}"
+
+
+def alerts(namespace: str, channel: str) -> str:
+    """A channel's active alerts: alert name -> since (epoch seconds)."""
+    return f"{tag(namespace, channel)}:alerts"
+
+
+def alerts_posted(namespace: str, channel: str) -> str:
+    """Alerts whose start was posted to the webhook, so hosts post each start and end once."""
+    return f"{tag(namespace, channel)}:alerts:posted"

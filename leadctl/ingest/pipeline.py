@@ -19,6 +19,7 @@ import redis
 from leadctl import queue
 from leadctl.ingest import ParseOptions, RejectsWriter, parse_leads
 from leadctl.leads import Lead, Reject
+from leadctl.metrics import record_ingest
 from leadctl.store.leads import LeadWriter
 
 
@@ -91,6 +92,10 @@ class Ingestor:
             queue.ensure_group(self.redis, self.namespace, channel)
             self._ready_channels.add(channel)
         queue.enqueue(self.redis, self.namespace, to_queue)
+        queued = Counter(channel for channel, _ in to_queue)
+        suppressed = Counter(r.channel for r in recorded if r.suppressed)
+        for channel in queued.keys() | suppressed.keys():
+            record_ingest(self.redis, self.namespace, channel, queued[channel], suppressed[channel])
         report.accepted += len(to_queue)
         report.suppressed += len(recorded) - len(to_queue)
         report.duplicates += len(batch) - len(recorded)

@@ -41,6 +41,8 @@ class Outcome:
     error_code: str | None = None
     error_message: str | None = None
     extra_attempts: int = 0
+    campaign: str | None = None
+    """The lead's campaign, for the per-campaign counters (not written by ``record``)."""
 
 
 @dataclass(frozen=True, slots=True)
