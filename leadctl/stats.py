@@ -1,30 +1,301 @@
-"""The figures `leadctl stats` shows: queue depths from Redis, delivery outcomes from PostgreSQL."""
+"""The figures `leadctl stats` shows, gathered from what every host leaves in Redis and PostgreSQL.
+
+Statuses are counts of leads: PostgreSQL (the system of record) says which leads are finished and
+which are not; Redis says how many unfinished ones are pending (read from the stream, not yet
+acknowledged) rather than queued. A lead being sent (``sending`` in PostgreSQL) is pending; so is one
+whose entry was read but not yet claimed. Each lead is in exactly one of STATUSES, so per channel they
+add up to ``leads``. Rates, retries, latency and spend come from the counters of leadctl.metrics.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import redis
 
-from leadctl import queue
-from leadctl.config import CHANNELS
-from leadctl.store.deliveries import status_counts
+from leadctl import alerts, keys, metrics
+from leadctl.config import CHANNELS, Settings
+from leadctl.connections import (
+    Endpoints,
+    open_postgres,
+    open_redis,
+    postgres_unreachable,
+    redis_unreachable,
+)
+from leadctl.cost import cost_table, spend
+from leadctl.errors import DependencyError
+from leadctl.heartbeats import live_workers
+from leadctl.store.reports import DeliveryGroup, delivery_groups, suppression_sizes
 
-OUTCOMES: tuple[str, ...] = ("sent", "failed", "dead", "in_doubt", "suppressed")
+STATUSES: tuple[str, ...] = ("queued", "pending", "sent", "failed", "dead", "in_doubt", "suppressed")
+FINISHED: tuple[str, ...] = ("sent", "failed", "dead", "in_doubt", "suppressed")
+_OLDEST_SAMPLE = 100  # pending entries (lowest ids) whose idle time is looked at
 
 
-def channel_stats(
-    redis_client: redis.Redis, conn: psycopg.Connection, namespace: str
-) -> dict[str, dict[str, int]]:
-    """Per channel: queued and pending entries in the stream; leads sending and per final status."""
-    counts = status_counts(conn, namespace)
-    figures: dict[str, dict[str, int]] = {}
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """A channel's stream: pending entries, longest idle among the oldest, oldest entry, dead letters."""
+
+    pending: int
+    oldest_pending_s: float
+    oldest_entry: float | None
+    dead_letters: int
+
+
+def _entry_time(entry_id: bytes) -> float:
+    return int(entry_id.split(b"-", 1)[0]) / 1000
+
+
+def queue_states(client: redis.Redis, namespace: str) -> dict[str, QueueState]:
+    """Every channel's stream state in one pipeline (a stream never used reads as empty)."""
+    pipe = client.pipeline(transaction=False)
     for channel in CHANNELS:
-        depth = queue.depth(redis_client, namespace, channel)
-        statuses = counts.get(channel, {})
-        figures[channel] = {
-            "queued": depth.queued,
-            "pending": depth.pending,
-            "sending": statuses.get("sending", 0),
-            **{status: statuses.get(status, 0) for status in OUTCOMES},
+        stream = keys.stream(namespace, channel)
+        pipe.xpending(stream, keys.GROUP)
+        pipe.xpending_range(stream, keys.GROUP, min="-", max="+", count=_OLDEST_SAMPLE)
+        pipe.xrange(stream, count=1)
+        pipe.xlen(keys.dead_letters(namespace, channel))
+    replies = pipe.execute(raise_on_error=False)
+    states: dict[str, QueueState] = {}
+    for index, channel in enumerate(CHANNELS):
+        summary, oldest, first, dead = replies[index * 4 : index * 4 + 4]
+        if isinstance(summary, redis.ResponseError):  # NOGROUP: nothing was ever queued here
+            summary, oldest = {"pending": 0}, []
+        for reply in (summary, oldest, first, dead):
+            if isinstance(reply, Exception) and not isinstance(reply, redis.ResponseError):
+                raise reply
+        idle_ms = max((entry["time_since_delivered"] for entry in oldest), default=0)
+        states[channel] = QueueState(
+            int(summary["pending"]),
+            round(idle_ms / 1000, 1),
+            _entry_time(first[0][0]) if first else None,
+            int(dead),
+        )
+    return states
+
+
+def count_by_status(groups: list[DeliveryGroup]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for group in groups:
+        counts[group.status] += group.leads
+    return counts
+
+
+def status_figures(counts: Counter[str], pending_entries: int) -> dict[str, int]:
+    """The seven statuses of some leads; ``pending_entries``: stream entries read and not acknowledged."""
+    unfinished = counts["queued"] + counts["sending"]
+    pending = min(unfinished, max(pending_entries, counts["sending"]))
+    return {
+        "leads": unfinished + sum(counts[s] for s in FINISHED),
+        "queued": unfinished - pending,
+        "pending": pending,
+        **{status: counts[status] for status in FINISHED},
+    }
+
+
+def _oldest_claim(groups: list[DeliveryGroup]) -> float:
+    return round(max((g.oldest_claim_s or 0.0 for g in groups if g.status == "sending"), default=0.0), 1)
+
+
+def channel_stats(client: redis.Redis, conn: psycopg.Connection, namespace: str) -> dict[str, dict[str, int]]:
+    """Per channel: ``leads`` and the seven statuses, which add up to it."""
+    groups = delivery_groups(conn, namespace)
+    states = queue_states(client, namespace)
+    return {
+        channel: status_figures(
+            count_by_status([g for g in groups if g.channel == channel]), states[channel].pending
+        )
+        for channel in CHANNELS
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every figure at one instant, plus what the views and the Prometheus collector draw from."""
+
+    taken_at: float
+    namespace: str
+    channels: dict[str, dict[str, Any]]
+    campaigns: dict[str, dict[str, Any]]
+    providers: dict[str, dict[str, Any]]
+    workers: list[dict[str, Any]]
+    alerts: list[alerts.Alert]
+    cost: dict[str, Any]
+    series: dict[str, list[int]]
+    """Leads finished per minute over the last 15 minutes, oldest first, per channel."""
+    groups: list[DeliveryGroup]
+    counters: dict[str, metrics.ChannelCounters]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "channels": self.channels,
+            "campaigns": self.campaigns,
+            "providers": self.providers,
+            "workers": self.workers,
+            "alerts": [alert.as_json() for alert in self.alerts],
+            "cost": self.cost,
         }
-    return figures
+
+
+def collect(
+    client: redis.Redis, conn: psycopg.Connection, settings: Settings, now: float | None = None
+) -> Snapshot:
+    """Read every figure (and record which alerts are active)."""
+    now = time.time() if now is None else now
+    namespace = settings.namespace
+    groups = delivery_groups(conn, namespace)
+    suppressions = suppression_sizes(conn, namespace)
+    states = queue_states(client, namespace)
+    counters = metrics.read_counters(client, namespace, CHANNELS, now)
+    workers = live_workers(client, namespace, now)
+    everywhere = list(counters.values())
+
+    channels: dict[str, dict[str, Any]] = {}
+    readings: dict[str, alerts.Readings] = {}
+    for channel in CHANNELS:
+        state, mine = states[channel], counters[channel]
+        figures: dict[str, Any] = status_figures(
+            count_by_status([g for g in groups if g.channel == channel]), state.pending
+        )
+        backlog = figures["queued"] + figures["pending"]
+        since = max((t for t in (mine.last_send, state.oldest_entry) if t is not None), default=now)
+        stalled = round(max(0.0, now - since), 1) if backlog else 0.0
+        figures = {
+            "leads": figures.pop("leads"),
+            "queued": figures.pop("queued"),
+            "pending": figures.pop("pending"),
+            "oldest_pending_s": state.oldest_pending_s,
+            **figures,
+            **metrics.rate_figures([mine], "*"),
+            "spend": spend(settings, {channel: mine}),
+            "workers": sum(1 for w in workers if w.channel == channel),
+            "suppression_list": suppressions.get(channel, 0) + suppressions.get("*", 0),
+            "dead_letters": state.dead_letters,
+            "stalled_s": stalled,
+        }
+        channels[channel] = figures
+        readings[channel] = alerts.Readings(
+            backlog, figures["error_rate"], stalled, metrics.windowed([mine], "*|dead", 5)
+        )
+
+    campaigns: dict[str, dict[str, Any]] = {}
+    by_campaign: dict[str, list[DeliveryGroup]] = defaultdict(list)
+    for group in groups:
+        by_campaign[group.campaign].append(group)
+    for campaign in sorted(set(by_campaign) | metrics.names_of(everywhere, "c")):
+        mine_groups = by_campaign.get(campaign, [])
+        figures = status_figures(count_by_status(mine_groups), 0)
+        campaigns[campaign] = {
+            "leads": figures.pop("leads"),
+            "queued": figures.pop("queued"),
+            "pending": figures.pop("pending"),
+            "oldest_pending_s": _oldest_claim(mine_groups),
+            **figures,
+            **metrics.rate_figures(everywhere, f"c:{campaign}"),
+            "spend": spend(settings, counters, campaign=campaign),
+        }
+
+    providers: dict[str, dict[str, Any]] = {}
+    primary = {channel: settings.channel(channel).provider for channel in CHANNELS}
+    names = {g.provider for g in groups if g.provider} | metrics.names_of(everywhere, "p")
+    names |= {primary[c] for c in CHANNELS if channels[c]["queued"] + channels[c]["pending"]}
+    for provider in sorted(names):
+        served = [c for c in CHANNELS if primary[c] == provider]
+        counts = count_by_status([g for g in groups if g.provider == provider])
+        queued = sum(channels[c]["queued"] for c in served)
+        pending = sum(channels[c]["pending"] for c in served)
+        providers[provider] = {
+            "leads": queued + pending + sum(counts[s] for s in FINISHED),
+            "queued": queued,
+            "pending": pending,
+            "oldest_pending_s": max((channels[c]["oldest_pending_s"] for c in served), default=0.0),
+            **{status: counts[status] for status in FINISHED},
+            **metrics.rate_figures(everywhere, f"p:{provider}"),
+            "spend": spend(settings, counters, provider=provider),
+        }
+
+    active = alerts.track(client, namespace, alerts.firing(readings, settings.alerts), now)
+    series = {
+        channel: metrics.per_minute([counters[channel]], [f"*|{s}" for s in metrics.OUTCOMES])
+        for channel in CHANNELS
+    }
+    return Snapshot(
+        now,
+        namespace,
+        channels,
+        campaigns,
+        providers,
+        [dataclasses.asdict(w) for w in workers],
+        active,
+        cost_table(settings, counters),
+        series,
+        groups,
+        counters,
+    )
+
+
+class StatsSource:
+    """Snapshots for long-running views (--watch, --serve), reconnecting after a Redis or PostgreSQL blip.
+
+    Thread-safe: the Prometheus server's scrapes and the main loop share it.
+    """
+
+    def __init__(self, settings: Settings, endpoints: Endpoints) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+        self._lock = threading.Lock()
+        self._redis: redis.Redis | None = None
+        self._conn: psycopg.Connection | None = None
+
+    def _connected(self) -> tuple[redis.Redis, psycopg.Connection]:
+        if self._redis is None:
+            self._redis = open_redis(self.endpoints.redis_url, self.settings)
+        if self._conn is None or self._conn.closed:
+            self._conn = open_postgres(self.endpoints.database_url, self.settings)
+        return self._redis, self._conn
+
+    def snapshot(self) -> Snapshot:
+        """The figures now; DependencyError (and fresh connections next time) when a server is away."""
+        with self._lock:
+            try:
+                client, conn = self._connected()
+                return collect(client, conn, self.settings)
+            except DependencyError:
+                self._drop()
+                raise
+            except (redis.RedisError, OSError) as exc:
+                self._drop()
+                raise redis_unreachable(self.endpoints.redis_url, exc) from None
+            except psycopg.Error as exc:
+                self._drop()
+                raise postgres_unreachable(self.endpoints.database_url, exc) from None
+
+    def post_alerts(self, snapshot: Snapshot) -> list[str]:
+        """Post alerts that started or ended to ``alerts.webhook_url`` (if set); return what was posted."""
+        url = self.settings.alerts.webhook_url
+        if not url:
+            return []
+        with self._lock:
+            try:
+                client, _ = self._connected()
+                return alerts.Webhook(client, self.settings.namespace, url).update(snapshot.alerts)
+            except (redis.RedisError, OSError) as exc:
+                self._drop()
+                raise redis_unreachable(self.endpoints.redis_url, exc) from None
+
+    def _drop(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+        if self._conn is not None:
+            self._conn.close()
+        self._redis = self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

@@ -1,4 +1,4 @@
-"""`leadctl stats`: queue depth and delivery outcomes."""
+"""`leadctl stats`: the whole fleet's figures once, as a live dashboard, or for Prometheus."""
 
 from __future__ import annotations
 
@@ -6,34 +6,54 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from leadctl.commands.app import app, print_json, state_of
-from leadctl.connections import open_postgres, open_redis
+from leadctl.errors import UsageError
 
 
 @app.command()
 def stats(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="A live dashboard, redrawn until Ctrl-C.")] = False,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="Seconds between refreshes (--watch, --serve).")
+    ] = 2.0,
+    serve: Annotated[
+        str | None,
+        typer.Option("--serve", metavar="HOST:PORT", help="Serve Prometheus metrics at /metrics."),
+    ] = None,
 ) -> None:
-    """Queue depth and delivery outcomes per channel."""
-    from leadctl.stats import channel_stats
+    """Queues, outcomes, rates, latency, workers, alerts and spend: per channel, campaign and provider.
 
+    Figures come from Redis and PostgreSQL, so every host sees the whole fleet. With
+    alerts.webhook_url set, --watch and --serve post each alert's start and end once.
+    """
+    from leadctl import dashboard
+    from leadctl.stats import StatsSource
+
+    if watch and serve is not None:
+        raise UsageError("choose one of --watch and --serve")
+    if as_json and (watch or serve is not None):
+        raise UsageError("--json prints the figures once: leave out --watch and --serve")
     state = state_of(ctx)
-    settings = state.settings
-    endpoints = state.endpoints
-    redis_client = open_redis(endpoints.redis_url, settings)
-    with open_postgres(endpoints.database_url, settings) as conn:
-        figures = channel_stats(redis_client, conn, settings.namespace)
-    if as_json:
-        print_json({"channels": figures})
-        return
-    table = Table(title=f"leadctl · namespace {settings.namespace}")
-    columns = list(next(iter(figures.values())))
-    table.add_column("channel")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for channel, values in figures.items():
-        table.add_row(channel, *(f"{values[c]:,}" for c in columns))
-    Console().print(table)
+    source = StatsSource(state.settings, state.endpoints)
+    try:
+        if serve is not None:
+            from leadctl.prometheus import parse_address
+            from leadctl.prometheus import serve as serve_metrics
+
+            host, port = parse_address(serve)
+            serve_metrics(source, host, port, interval, state.say)
+        elif watch:
+            dashboard.watch(source.snapshot, Console(), interval, on_snapshot=source.post_alerts)
+        else:
+            snapshot = source.snapshot()
+            if as_json:
+                print_json(snapshot.as_json())
+            else:
+                Console().print(dashboard.render(snapshot, full=True))
+    except KeyboardInterrupt:
+        state.say("stopped")
+    finally:
+        source.close()
