@@ -56,6 +56,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        """
+        ALTER TABLE {schema}.deliveries ADD COLUMN segments integer;
+        """,
+    ),
 )
 
 
