@@ -74,6 +74,18 @@ class ChannelSettings(_Section):
     retry_max_ms: int = Field(30_000, ge=0)
 
 
+class CampaignTemplate(_Section):
+    """One campaign's own templates for one channel; a key left out falls back to the channel's.
+
+    ``template`` is the sms / whatsapp body; ``subject``, ``text`` and ``html`` are email's.
+    """
+
+    template: str | None = None
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+
+
 class ProviderSettings(BaseModel):
     """One provider's knobs; provider-specific keys (account_sid, token, ...) are kept as extras."""
 
@@ -142,6 +154,7 @@ class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     channels: dict[str, ChannelSettings] = Field(default_factory=_default_channels)
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    campaigns: dict[str, dict[Channel, CampaignTemplate]] = Field(default_factory=dict)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)

@@ -1,22 +1,27 @@
-"""Message templates: Jinja2 in a sandbox, strict about missing fields.
+"""Message templates: Jinja2 in a sandbox, strict about missing fields, per channel and per campaign.
 
-Templates come from configuration; lead data is only ever a variable, never rendered as a template
-itself, and the sandbox keeps even a hostile template from reaching Python internals.
+Templates come from configuration: ``channels.<channel>.template`` (sms, whatsapp) or
+``channels.email.email.{subject,text,html}``, and a campaign may override any of them under
+``campaigns.<campaign>.<channel>`` (``template``; email: ``subject``, ``text``, ``html``); what it
+leaves out falls back to the channel's. Lead data is only ever a variable, never rendered as a
+template itself, and the sandbox keeps even a hostile template from reaching Python internals.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from leadctl.config import ChannelSettings
+from leadctl.config import CampaignTemplate, ChannelSettings
 from leadctl.errors import ConfigError
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 
 
 class RenderError(Exception):
@@ -30,34 +35,99 @@ class Rendered:
     html: str | None = None
 
 
-def _compile(source: str, where: str) -> Any:
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """One campaign's (or the channel's) compiled templates and where they were configured."""
+
+    body: Template
+    body_key: str
+    subject: Template | None = None
+    subject_key: str = ""
+    html: Template | None = None
+    html_key: str = ""
+
+
+def _compile(source: str, key: str) -> Template:
     try:
         return _ENV.from_string(source)
     except TemplateError as exc:
-        raise ConfigError(f"template {where} is invalid: {exc}") from None
+        raise ConfigError(f"template {key} is invalid: {exc}") from None
+
+
+def _pick(
+    override: str | None, campaign_key: str, default: str | None, channel_key: str
+) -> tuple[str | None, str]:
+    return (override, campaign_key) if override is not None else (default, channel_key)
+
+
+def _render(template: Template, key: str, variables: Mapping[str, Any]) -> str:
+    try:
+        return template.render(variables)
+    except UndefinedError as exc:
+        found = _UNDEFINED_NAME.match(str(exc))
+        if found:
+            raise RenderError(f"template {key} uses {found.group(1)!r}, which this lead lacks") from None
+        raise RenderError(f"template {key}: {exc}") from None
+    except TemplateError as exc:
+        raise RenderError(f"template {key}: {exc}") from None
 
 
 class ChannelTemplate:
-    """The compiled template(s) of one channel: body for sms/whatsapp; subject, text and html for email."""
+    """The compiled template(s) of one channel: body for sms/whatsapp; subject, text and html for email.
 
-    def __init__(self, channel: str, settings: ChannelSettings) -> None:
+    ``campaigns`` is ``Settings.campaigns``; every campaign's overrides are compiled once, here, so
+    a broken template is a configuration error at start-up, not a failure per lead.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        settings: ChannelSettings,
+        campaigns: Mapping[str, Mapping[str, CampaignTemplate]] | None = None,
+    ) -> None:
         self.channel = channel
-        if channel == "email":
-            self._body = _compile(settings.email.text, "channels.email.email.text")
-            self._subject = _compile(settings.email.subject, "channels.email.email.subject")
-            self._html = (
-                _compile(settings.email.html, "channels.email.email.html") if settings.email.html else None
-            )
-        else:
-            self._body = _compile(settings.template, f"channels.{channel}.template")
-            self._subject = self._html = None
+        self._default = self._compile_set(settings, CampaignTemplate(), "")
+        self._by_campaign: dict[str, _Compiled] = {}
+        for campaign, channels in (campaigns or {}).items():
+            override = channels.get(channel)
+            if override is not None:
+                where = f"campaigns.{campaign}.{channel}"
+                self._by_campaign[campaign] = self._compile_set(settings, override, where)
 
-    def render(self, variables: Mapping[str, Any]) -> Rendered:
-        try:
-            return Rendered(
-                body=self._body.render(variables),
-                subject=self._subject.render(variables) if self._subject else None,
-                html=self._html.render(variables) if self._html else None,
+    def _compile_set(self, settings: ChannelSettings, override: CampaignTemplate, where: str) -> _Compiled:
+        channel = self.channel
+        if channel != "email":
+            if override.subject or override.text or override.html:
+                raise ConfigError(f"{where}: subject, text and html are for email; use template")
+            source, key = _pick(
+                override.template, f"{where}.template", settings.template, f"channels.{channel}.template"
             )
-        except TemplateError as exc:
-            raise RenderError(str(exc)) from None
+            return _Compiled(_compile(source or "", key), key)
+        if override.template is not None:
+            raise ConfigError(f"{where}: email takes subject, text and html, not template")
+        email = settings.email
+        channel_key = "channels.email.email"
+        text, text_key = _pick(override.text, f"{where}.text", email.text, f"{channel_key}.text")
+        subject, subject_key = _pick(
+            override.subject, f"{where}.subject", email.subject, f"{channel_key}.subject"
+        )
+        html, html_key = _pick(override.html, f"{where}.html", email.html, f"{channel_key}.html")
+        return _Compiled(
+            _compile(text or "", text_key),
+            text_key,
+            _compile(subject or "", subject_key),
+            subject_key,
+            _compile(html, html_key) if html else None,
+            html_key,
+        )
+
+    def render(self, variables: Mapping[str, Any], campaign: str | None = None) -> Rendered:
+        """Render for one lead; ``campaign`` defaults to ``variables["campaign"]``."""
+        if campaign is None:
+            campaign = variables.get("campaign")
+        compiled = self._by_campaign.get(campaign, self._default) if campaign else self._default
+        return Rendered(
+            body=_render(compiled.body, compiled.body_key, variables),
+            subject=_render(compiled.subject, compiled.subject_key, variables) if compiled.subject else None,
+            html=_render(compiled.html, compiled.html_key, variables) if compiled.html else None,
+        )
