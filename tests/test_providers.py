@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from leadctl.config import ProviderSettings
-from leadctl.errors import ConfigError
+from leadctl.errors import ConfigError, UsageError
 from leadctl.providers.base import Message, ProviderError, SendResult
 from leadctl.providers.registry import create_provider, make_session
 from leadctl.providers.sandbox import (
@@ -20,6 +20,7 @@ from leadctl.providers.sandbox import (
     SANDBOX_AUTH_TOKEN,
     SandboxHandle,
     SandboxProcess,
+    SandboxServer,
     sandbox_in_thread,
 )
 
@@ -203,7 +204,20 @@ def test_log_provider_sends_nothing() -> None:
 @pytest.mark.parametrize(
     ("name", "raw", "complaint"),
     [
-        ("zenvia", {}, "unknown type 'zenvia'"),
+        ("pigeon", {}, "unknown type 'pigeon'"),
+        ("zenvia", {}, "needs api_token and from"),
+        ("meta", {"type": "whatsapp_cloud", "access_token": "t"}, "needs phone_number_id"),
+        ("sg", {"type": "sendgrid", "from": "a@b.co"}, "needs api_key"),
+        ("mail", {"type": "smtp", "from": "a@b.co", "base_url": "http://x"}, "smtp://host:port"),
+        ("mail", {"type": "smtp", "from": "a@b.co", "username": "u"}, "both username and password"),
+        ("hook", {"type": "webhook", "url": "ftp://x"}, "url must be an http(s) URL"),
+        ("hook", {"type": "webhook", "url": "http://x", "headers": ["a"]}, "headers must be a mapping"),
+        (
+            "meta",
+            {"type": "whatsapp_cloud", "access_token": "t", "phone_number_id": "1", "template": {}},
+            "name",
+        ),
+        ("twilio", {"account_sid": "AC1", "auth_token": "t", "from": "+1", "content_variables": [1]}, "map"),
         ("sms", {"type": "twilio", "from": SENDER}, "needs account_sid and auth_token"),
         ("twilio", {"account_sid": "AC1", "auth_token": "t"}, "needs 'from' or messaging_service_sid"),
     ],
@@ -225,3 +239,51 @@ def test_sandbox_process_over_http() -> None:
         assert sandbox.stats()["accepted"] == 1
         sandbox.reset()
         assert sandbox.messages() == []
+
+
+def test_sms_result_carries_twilio_segments(sandbox: SandboxHandle) -> None:
+    long_text = Message(lead_id=1, channel="sms", to=LEAD, body="Olá " + "a" * 70)
+    short, long = send(twilio_settings(sandbox.base_url), message(), long_text)
+    assert isinstance(short, SendResult) and isinstance(long, SendResult)
+    assert (short.segments, long.segments) == (1, 2)  # "á" makes both UCS-2: 70 / 67 units
+    assert sandbox.stats()["providers"] == {"twilio": 2}
+
+
+def test_number_without_plus_is_refused(sandbox: SandboxHandle) -> None:
+    error = send_one_failing(twilio_settings(sandbox.base_url), message(LEAD.removeprefix("+")))
+    assert (error.kind, error.code) == ("permanent", "21211")
+
+
+def test_whatsapp_content_template(sandbox: SandboxHandle) -> None:
+    settings = twilio_settings(
+        sandbox.base_url, content_sid="HX" + "0" * 32, content_variables={"1": "name", "2": "cidade"}
+    )
+    item = Message(1, "whatsapp", LEAD, "ignored", fields={"name": "Ana", "cidade": "Recife"})
+    (result,) = send(settings, item)
+    assert isinstance(result, SendResult)
+    (record,) = sandbox.messages()
+    assert record["body"] == "HX" + "0" * 32 + ' {"1":"Ana","2":"Recife"}'
+    (sms,) = send(settings, message())  # SMS keeps its Body
+    assert isinstance(sms, SendResult) and sandbox.messages()[1]["body"] == message().body
+
+
+def test_content_template_missing_field_fails_without_a_request(sandbox: SandboxHandle) -> None:
+    settings = twilio_settings(sandbox.base_url, content_sid="HX1", content_variables={"1": "cidade"})
+    error = send_one_failing(settings, Message(1, "whatsapp", LEAD, "x", fields={"name": "Ana"}))
+    assert (error.kind, error.code) == ("permanent", "template_field")
+    assert "cidade" in str(error) and sandbox.stats()["requests"] == 0
+
+
+def test_latency_median_and_p99() -> None:
+    async def go() -> list[float]:
+        server = SandboxServer(latency_ms=5, latency_p99_ms=40, seed=3)
+        return [server._rng.lognormvariate(server._latency_mu, server._latency_sigma) for _ in range(20_000)]
+
+    delays = sorted(asyncio.run(go()))
+    assert 0.0045 < delays[len(delays) // 2] < 0.0055
+    assert 0.034 < delays[int(len(delays) * 0.99)] < 0.046
+
+
+def test_sandbox_rejects_a_p99_below_the_median() -> None:
+    with pytest.raises(UsageError, match="latency_p99_ms"):
+        SandboxServer(latency_ms=50, latency_p99_ms=10)

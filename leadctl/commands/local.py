@@ -15,22 +15,30 @@ def sandbox(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8990,
     latency_ms: Annotated[float, typer.Option(help="Median answer latency.")] = 0.0,
+    latency_p99_ms: Annotated[
+        float | None, typer.Option(help="99th percentile answer latency (default about 3.2x the median).")
+    ] = None,
     error_rate: Annotated[float, typer.Option(min=0, max=1, help="Fraction answered 500.")] = 0.0,
     rate_limit: Annotated[float | None, typer.Option(help="Requests/s before answering 429.")] = None,
     timeout_rate: Annotated[
         float, typer.Option(min=0, max=1, help="Fraction accepted but never answered.")
     ] = 0.0,
+    hang_s: Annotated[float, typer.Option(min=0, help="How long an unanswered request hangs.")] = 30.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")] = None,
 ) -> None:
-    """Run a local fake provider speaking Twilio's wire format, for trying leadctl without an account."""
+    """Run local fake providers (Twilio, WhatsApp Cloud, Zenvia, SendGrid, webhook) on one port."""
     from leadctl.providers.sandbox import run_sandbox
 
     run_sandbox(
         host,
         port,
         latency_ms=latency_ms,
+        latency_p99_ms=latency_p99_ms,
         error_rate=error_rate,
         rate_limit=rate_limit,
         timeout_rate=timeout_rate,
+        hang_s=hang_s,
+        seed=seed,
     )
 
 

@@ -11,7 +11,7 @@ the worker what to do next:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -37,10 +37,15 @@ class Message:
 
 @dataclass(slots=True)
 class SendResult:
-    """The provider accepted the message; ``message_id`` is its id for it (Twilio's SID...)."""
+    """The provider accepted the message; ``message_id`` is its id for it (Twilio's SID...).
+
+    ``segments``: the SMS segments the provider says it will bill, when its answer tells (Twilio's
+    ``num_segments``); None otherwise, and the worker counts them itself (``leadctl.segments``).
+    """
 
     message_id: str
     details: dict[str, Any] | None = None
+    segments: int | None = None
 
 
 class ProviderError(Exception):
@@ -66,11 +71,39 @@ class ProviderError(Exception):
         return f"ProviderError({self.kind!r}, {self.message!r}, code={self.code!r})"
 
 
+def lead_fields(message: Message, names: Sequence[str]) -> list[str]:
+    """The values of a provider-side template's variables, from the lead's fields, in order.
+
+    A lead lacking one fails for good before any request (code ``template_field``).
+    """
+    values: list[str] = []
+    for name in names:
+        value = message.fields.get(name)
+        if value is None or value == "":
+            raise ProviderError(
+                "permanent", f"the template needs lead field {name!r}, which is empty", code="template_field"
+            )
+        values.append(str(value))
+    return values
+
+
 class Provider(Protocol):
-    """A messaging API. One instance per worker process, sharing that process's HTTP session."""
+    """A messaging API. One instance per worker process, sharing that process's HTTP session.
+
+    Optional: a provider that can pack many messages in one request also implements
+    ``send_many`` (see BatchProvider); the worker uses it when present.
+    """
 
     name: str
 
     async def send(self, message: Message) -> SendResult:
         """Send one message; raise ProviderError when it was not (certainly) sent."""
+        ...
+
+
+class BatchProvider(Provider, Protocol):
+    """A Provider that also sends many messages in few requests (SendGrid's personalizations)."""
+
+    async def send_many(self, messages: Sequence[Message]) -> list[SendResult | ProviderError]:
+        """One outcome per message, in order; never raises ProviderError itself."""
         ...

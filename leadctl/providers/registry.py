@@ -10,10 +10,23 @@ from leadctl.config import ProviderSettings
 from leadctl.errors import ConfigError
 from leadctl.providers.base import Provider
 from leadctl.providers.log import LogProvider
+from leadctl.providers.sendgrid import SendGridProvider
+from leadctl.providers.smtp import SmtpProvider
 from leadctl.providers.twilio import TwilioProvider
+from leadctl.providers.webhook import WebhookProvider
+from leadctl.providers.whatsapp_cloud import WhatsAppCloudProvider
+from leadctl.providers.zenvia import ZenviaProvider
 
 _Adapter = Callable[[str, ProviderSettings, aiohttp.ClientSession], Provider]
-ADAPTERS: dict[str, _Adapter] = {"log": LogProvider, "twilio": TwilioProvider}
+ADAPTERS: dict[str, _Adapter] = {
+    "log": LogProvider,
+    "sendgrid": SendGridProvider,
+    "smtp": SmtpProvider,
+    "twilio": TwilioProvider,
+    "webhook": WebhookProvider,
+    "whatsapp_cloud": WhatsAppCloudProvider,
+    "zenvia": ZenviaProvider,
+}
 
 
 def create_provider(name: str, settings: ProviderSettings, session: aiohttp.ClientSession) -> Provider:

@@ -1,18 +1,49 @@
-"""A fake Twilio Messages API on loopback, for tests, demos and benchmarks.
+"""A fake provider server on loopback speaking every adapter's wire format, for tests, demos and benchmarks.
 
-It speaks Twilio's wire format: ``POST /2010-04-01/Accounts/{sid}/Messages.json``, HTTP Basic auth
-(default credentials ``SANDBOX_ACCOUNT_SID`` / ``SANDBOX_AUTH_TOKEN``; wrong ones get 401 code 20003),
-a form body with To, From or MessagingServiceSid, and Body, and 201 with a Message resource. Twilio's
-magic test numbers fail as documented: To +15005550001 -> 21211, ...0002 -> 21612, ...0003 -> 21408,
-...0004 -> 21610 (unsubscribed), ...0009 -> 21614.
+One server, one port, each provider on its own paths with its own credentials, bodies, ids and
+error bodies (``leadctl.providers.sandbox_wires``):
 
-Every accepted message is recorded in memory so tests can count sends and duplicates:
-``GET /_sandbox/messages``, ``GET /_sandbox/stats``, ``POST /_sandbox/reset``.
+- Twilio: ``POST /2010-04-01/Accounts/{sid}/Messages.json``, Basic ``SANDBOX_ACCOUNT_SID`` /
+  ``SANDBOX_AUTH_TOKEN`` (else 401 code 20003), a form with To (``+E164`` or ``whatsapp:+E164``),
+  From or MessagingServiceSid, Body or ContentSid + ContentVariables; 201 with a Message (``SM...``).
+- WhatsApp Cloud: ``POST /{version}/{SANDBOX_PHONE_NUMBER_ID}/messages``, Bearer
+  ``SANDBOX_META_TOKEN`` (else 401 code 190), ``to`` as digits without ``+`` (else code 100), text or
+  template messages (template ``missing_template`` -> 132001); 200 with ``wamid.*`` and ``wa_id``.
+- Zenvia: ``POST /v2/channels/{sms|whatsapp}/messages``, ``X-API-TOKEN: SANDBOX_ZENVIA_TOKEN`` (else
+  401 AUTHENTICATION_ERROR), ``to`` as digits without ``+`` (else 400 VALIDATION_ERROR); 200 with an id.
+- SendGrid: ``POST /v3/mail/send``, Bearer ``SANDBOX_SENDGRID_KEY`` (else 401), up to 1,000
+  personalizations with distinct addresses, substitutions applied; 202 with ``X-Message-Id``.
+- Webhook: ``POST /webhook``, ``Authorization: Bearer SANDBOX_WEBHOOK_TOKEN`` (else 401), leadctl's
+  JSON message; 200 with ``{"id": "wh_..."}`` and ``X-Request-Id``.
 
-Faults: ``latency_ms`` (median of a log-normal delay), ``error_rate`` (fraction answered 500),
-``rate_limit`` (requests per second; the excess gets 429 code 20429 with ``Retry-After: 1``),
-``timeout_rate`` (fraction accepted and recorded, then left unanswered for ``hang_s`` seconds: the
-"in doubt" case), ``seed`` for a reproducible run.
+Magic recipients (phones written E.164; a provider wanting bare digits gets them without ``+``):
+
+==================  ======================  ==============================  ==================  =========
+recipient           Twilio                  WhatsApp Cloud                  Zenvia              webhook
+==================  ======================  ==============================  ==================  =========
++15005550001        21211 invalid number    131026 undeliverable            VALIDATION_ERROR    422
++15005550002        21612 unreachable       131047 re-engagement window     -                   -
++15005550003        21408 region disabled   -                               -                   -
++15005550004        21610 unsubscribed      131050 stopped marketing        -                   -
++15005550005        -                       131056 pair rate limit (400)    -                   -
++15005550009        21614 not mobile        -                               -                   -
+invalid@<any>       -                       -                               -                   422
+==================  ======================  ==============================  ==================  =========
+
+SendGrid refuses ``invalid@<any>`` with 400 "Does not contain a valid address." on field
+``personalizations.N.to.0.email`` (failing the whole request, as SendGrid does). Zenvia and
+SendGrid report opt-outs asynchronously in reality, so they have no opted-out recipient here.
+
+Faults apply to every provider, in its own dialect: ``latency_ms`` (median of a log-normal delay;
+``latency_p99_ms`` sets its 99th percentile, else about 3.2x the median), ``error_rate`` (fraction
+answered 500), ``rate_limit`` (requests per second over all providers; the excess gets 429 with the
+provider's body and ``Retry-After: 1``, or SendGrid's ``X-RateLimit-Reset``), ``timeout_rate``
+(fraction accepted and recorded, then left unanswered for ``hang_s`` seconds: the "in doubt" case),
+``seed`` for a reproducible run.
+
+Every accepted message is recorded in memory with the provider that took it, so tests can count
+sends and duplicates (the same contact accepted twice, by any provider): ``GET /_sandbox/messages``,
+``GET /_sandbox/stats``, ``POST /_sandbox/reset``.
 
 Run it with ``leadctl sandbox`` or ``python -m leadctl.providers.sandbox --port 8099``; in Python,
 ``sandbox_in_thread()`` (same process) or ``SandboxProcess`` (its own process, for benchmarks).
@@ -22,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import collections
 import contextlib
 import math
@@ -34,66 +64,83 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
-from urllib.parse import unquote_plus
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 from aiohttp import web
 
 from leadctl.errors import UsageError
+from leadctl.providers.sandbox_wires import (
+    SANDBOX_ACCOUNT_SID,
+    SANDBOX_AUTH_TOKEN,
+    SANDBOX_META_TOKEN,
+    SANDBOX_PHONE_NUMBER_ID,
+    SANDBOX_SENDGRID_KEY,
+    SANDBOX_WEBHOOK_TOKEN,
+    SANDBOX_ZENVIA_TOKEN,
+    Accepted,
+    MetaWire,
+    SendGridWire,
+    TwilioWire,
+    WebhookWire,
+    ZenviaWire,
+)
 
-SANDBOX_ACCOUNT_SID = "AC00000000000000000000000000000000"
-SANDBOX_AUTH_TOKEN = "sandbox-auth-token"
-_API = "/2010-04-01/Accounts"
-_LATENCY_SIGMA = 0.5  # log-normal spread: p99 is about 3.2x the median
+__all__ = [
+    "SANDBOX_ACCOUNT_SID",
+    "SANDBOX_AUTH_TOKEN",
+    "SANDBOX_META_TOKEN",
+    "SANDBOX_PHONE_NUMBER_ID",
+    "SANDBOX_SENDGRID_KEY",
+    "SANDBOX_WEBHOOK_TOKEN",
+    "SANDBOX_ZENVIA_TOKEN",
+    "SandboxHandle",
+    "SandboxProcess",
+    "SandboxRecord",
+    "SandboxServer",
+    "run_sandbox",
+    "sandbox_in_thread",
+]
+
+_DEFAULT_SIGMA = 0.5  # log-normal spread without a p99: p99 is about 3.2x the median
+_Z99 = 2.3263  # the standard normal's 99th percentile
 _JSON = "application/json"
 
-_MAGIC_TO = {
-    "+15005550001": ("21211", "The 'To' number {to} is not a valid phone number."),
-    "+15005550002": ("21612", "The 'To' phone number: {to}, is not currently reachable via SMS."),
-    "+15005550003": (
-        "21408",
-        "Permission to send an SMS has not been enabled for the region indicated by the 'To' number: {to}.",
-    ),
-    "+15005550004": ("21610", "Attempt to send to unsubscribed recipient"),
-    "+15005550009": ("21614", "'To' number {to} is not a valid mobile number"),
-}
+
+class _Wire(Protocol):
+    name: str
+    path: str
+
+    def authorized(self, request: web.Request) -> bool: ...
+    def unauthorized(self) -> web.Response: ...
+    def rate_limited(self) -> web.Response: ...
+    def server_error(self) -> web.Response: ...
+    def parse(self, request: web.Request, raw: bytes) -> list[Accepted] | web.Response: ...
+    def ids(self, rng: random.Random, count: int) -> list[str]: ...
+    def accepted(self, request: web.Request, items: list[tuple[str, Accepted]]) -> web.Response: ...
 
 
 class SandboxRecord(NamedTuple):
-    """One accepted message."""
+    """One accepted message: its id, the recipient as sent, sender, text, time and provider."""
 
     sid: str
     to: str
     from_: str | None
     body: str
     time: float
+    provider: str = "twilio"
 
     def as_json(self) -> dict[str, Any]:
-        return {"sid": self.sid, "to": self.to, "from": self.from_, "body": self.body, "time": self.time}
-
-
-def _twilio_error(
-    status: int, code: int, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    payload = {
-        "code": code,
-        "message": message,
-        "more_info": f"https://www.twilio.com/docs/errors/{code}",
-        "status": status,
-    }
-    return web.Response(status=status, body=orjson.dumps(payload), content_type=_JSON, headers=headers)
-
-
-def _parse_form(raw: bytes) -> dict[str, str]:
-    """A form body; parameter names are plain ASCII, so only values are unquoted."""
-    form: dict[str, str] = {}
-    for pair in raw.decode("utf-8", "replace").split("&"):
-        key, _, value = pair.partition("=")
-        form[key] = unquote_plus(value)
-    return form
+        return {
+            "sid": self.sid,
+            "to": self.to,
+            "from": self.from_,
+            "body": self.body,
+            "time": self.time,
+            "provider": self.provider,
+        }
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -103,7 +150,7 @@ def _check_fraction(name: str, value: float) -> float:
 
 
 class SandboxServer:
-    """The fake provider; ``await start()`` it in a running loop, read ``records``, ``await stop()``."""
+    """The fake providers; ``await start()`` it in a running loop, read ``records``, ``await stop()``."""
 
     def __init__(
         self,
@@ -111,6 +158,7 @@ class SandboxServer:
         account_sid: str = SANDBOX_ACCOUNT_SID,
         auth_token: str = SANDBOX_AUTH_TOKEN,
         latency_ms: float = 0.0,
+        latency_p99_ms: float | None = None,
         error_rate: float = 0.0,
         rate_limit: float | None = None,
         timeout_rate: float = 0.0,
@@ -119,31 +167,46 @@ class SandboxServer:
     ) -> None:
         if latency_ms < 0 or hang_s < 0 or (rate_limit is not None and rate_limit <= 0):
             raise UsageError("sandbox latency_ms and hang_s must be >= 0 and rate_limit > 0")
+        if latency_p99_ms is not None and (not latency_ms or latency_p99_ms < latency_ms):
+            raise UsageError("sandbox latency_p99_ms needs latency_ms (the median) and must be >= it")
         self.account_sid = account_sid
-        self._auth = "Basic " + base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode("ascii")
         self._latency_mu = math.log(latency_ms / 1000) if latency_ms else None
+        self._latency_sigma = (
+            math.log(latency_p99_ms / latency_ms) / _Z99 if latency_p99_ms is not None else _DEFAULT_SIGMA
+        )
         self._error_rate = _check_fraction("error_rate", error_rate)
         self._rate_limit = rate_limit
         self._timeout_rate = _check_fraction("timeout_rate", timeout_rate)
         self._hang_s = hang_s
         self._rng = random.Random(seed)
+        self._wires: tuple[_Wire, ...] = (
+            TwilioWire(account_sid, auth_token),
+            MetaWire(),
+            ZenviaWire(),
+            SendGridWire(),
+            WebhookWire(),
+        )
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
-        self._date = (0, "")
         self.records: list[SandboxRecord] = []
         self._seen: set[str] = set()
+        self.by_provider: collections.Counter[str] = collections.Counter()
         self.reset()
 
     def reset(self) -> None:
         """Forget every message and zero the counters."""
         self.records.clear()
         self._seen.clear()
+        self.by_provider.clear()
         self._window = (0, 0)  # (second, requests admitted in it) for rate_limit
         self.requests = self.accepted = self.duplicates = 0
         self.rejected = self.errors = self.rate_limited = self.hung = 0
 
-    def stats(self) -> dict[str, int]:
-        """Counters since start or reset; ``duplicates``: accepted sends to an already-accepted ``to``."""
+    def stats(self) -> dict[str, Any]:
+        """Counters since start or reset; ``duplicates``: accepted sends to an already-accepted contact.
+
+        ``providers`` holds the messages each provider accepted.
+        """
         return {
             "requests": self.requests,
             "accepted": self.accepted,
@@ -152,6 +215,7 @@ class SandboxServer:
             "errors": self.errors,
             "rate_limited": self.rate_limited,
             "hung": self.hung,
+            "providers": dict(self.by_provider),
         }
 
     def messages(self) -> list[dict[str, Any]]:
@@ -160,7 +224,8 @@ class SandboxServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0 picks a free port) and return the base URL."""
         app = web.Application()
-        app.router.add_post(_API + "/{account_sid}/Messages.json", self._create_message)
+        for wire in self._wires:
+            app.router.add_post(wire.path, self._handler(wire))
         app.router.add_get("/_sandbox/messages", self._list_messages)
         app.router.add_get("/_sandbox/stats", self._stats)
         app.router.add_post("/_sandbox/reset", self._reset)
@@ -178,12 +243,6 @@ class SandboxServer:
             await self._runner.cleanup()
             self._runner = None
 
-    def _now_rfc2822(self) -> str:
-        now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(now)))
-        return self._date[1]
-
     def _over_rate_limit(self, limit: float) -> bool:
         """Admit up to ``limit`` requests per clock second; refused ones do not count."""
         second = int(time.monotonic())
@@ -193,80 +252,41 @@ class SandboxServer:
         self._window = (second, count + 1)
         return False
 
-    async def _create_message(self, request: web.Request) -> web.Response:
-        self.requests += 1
-        if request.headers.get("Authorization") != self._auth:
-            self.rejected += 1
-            message = "Authentication Error - invalid username"
-            return _twilio_error(401, 20003, message, {"WWW-Authenticate": 'Basic realm="Twilio API"'})
-        if request.match_info["account_sid"] != self.account_sid:
-            self.rejected += 1
-            return _twilio_error(404, 20404, f"The requested resource {request.path} was not found")
-        if self._rate_limit is not None and self._over_rate_limit(self._rate_limit):
-            self.rate_limited += 1
-            return _twilio_error(
-                429, 20429, "Too many requests. Please retry later.", headers={"Retry-After": "1"}
-            )
-        rng = self._rng
-        if self._latency_mu is not None:
-            await asyncio.sleep(rng.lognormvariate(self._latency_mu, _LATENCY_SIGMA))
-        if self._error_rate and rng.random() < self._error_rate:
-            self.errors += 1
-            return _twilio_error(500, 20500, "Internal Server Error")
-        form = _parse_form(await request.read())
-        to = form.get("To")
-        sender = form.get("From")
-        service = form.get("MessagingServiceSid")
-        body = form.get("Body")
-        if not to:
-            self.rejected += 1
-            return _twilio_error(400, 21604, "A 'To' phone number is required.")
-        if not sender and not service:
-            self.rejected += 1
-            return _twilio_error(400, 21603, "A 'From' or 'MessagingServiceSid' parameter is required.")
-        if not body:
-            self.rejected += 1
-            return _twilio_error(400, 21602, "Message body is required.")
-        magic = _MAGIC_TO.get(to.removeprefix("whatsapp:"))
-        if magic is not None:
-            self.rejected += 1
-            return _twilio_error(400, int(magic[0]), magic[1].format(to=to))
+    def _handler(self, wire: _Wire) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            self.requests += 1
+            if not wire.authorized(request):
+                self.rejected += 1
+                return wire.unauthorized()
+            if self._rate_limit is not None and self._over_rate_limit(self._rate_limit):
+                self.rate_limited += 1
+                return wire.rate_limited()
+            rng = self._rng
+            if self._latency_mu is not None:
+                await asyncio.sleep(rng.lognormvariate(self._latency_mu, self._latency_sigma))
+            if self._error_rate and rng.random() < self._error_rate:
+                self.errors += 1
+                return wire.server_error()
+            parsed = wire.parse(request, await request.read())
+            if isinstance(parsed, web.Response):
+                self.rejected += 1
+                return parsed
+            items = list(zip(wire.ids(rng, len(parsed)), parsed, strict=True))
+            now = time.time()
+            for message_id, item in items:
+                if item.contact in self._seen:
+                    self.duplicates += 1
+                else:
+                    self._seen.add(item.contact)
+                self.records.append(SandboxRecord(message_id, item.to, item.from_, item.body, now, wire.name))
+            self.accepted += len(items)
+            self.by_provider[wire.name] += len(items)
+            if self._timeout_rate and rng.random() < self._timeout_rate:
+                self.hung += 1
+                await self._hang()
+            return wire.accepted(request, items)
 
-        sid = f"SM{rng.getrandbits(128):032x}"
-        if to in self._seen:
-            self.duplicates += 1
-        else:
-            self._seen.add(to)
-        self.records.append(SandboxRecord(sid, to, sender, body, time.time()))
-        self.accepted += 1
-        if self._timeout_rate and rng.random() < self._timeout_rate:
-            self.hung += 1
-            await self._hang()
-        created = self._now_rfc2822()
-        uri = f"{_API}/{self.account_sid}/Messages/{sid}"
-        payload = {
-            "account_sid": self.account_sid,
-            "api_version": "2010-04-01",
-            "body": body,
-            "date_created": created,
-            "date_sent": None,
-            "date_updated": created,
-            "direction": "outbound-api",
-            "error_code": None,
-            "error_message": None,
-            "from": sender or None,
-            "messaging_service_sid": service or None,
-            "num_media": "0",
-            "num_segments": "1",
-            "price": None,
-            "price_unit": "USD",
-            "sid": sid,
-            "status": "queued" if sender else "accepted",
-            "subresource_uris": {"media": f"{uri}/Media.json"},
-            "to": to,
-            "uri": f"{uri}.json",
-        }
-        return web.Response(status=201, body=orjson.dumps(payload), content_type=_JSON)
+        return handle
 
     async def _hang(self) -> None:
         assert self._closing is not None
@@ -288,7 +308,8 @@ async def _serve(host: str, port: int, faults: dict[str, Any]) -> None:
     server = SandboxServer(**faults)
     url = await server.start(host, port)
     print(
-        f"sandbox: Twilio-compatible API on {url} (account_sid {server.account_sid}); Ctrl-C stops it",
+        f"sandbox: fake provider APIs on {url} (Twilio, WhatsApp Cloud, Zenvia, SendGrid, webhook); "
+        "Ctrl-C stops it",
         file=sys.stderr,
         flush=True,
     )
@@ -318,7 +339,7 @@ class SandboxHandle:
     def messages(self) -> list[dict[str, Any]]:
         return self.server.messages()
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return self.server.stats()
 
     def reset(self) -> None:
@@ -393,7 +414,7 @@ class SandboxProcess:
     def messages(self) -> list[dict[str, Any]]:
         return self._call("GET", "/_sandbox/messages")
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         return self._call("GET", "/_sandbox/stats")
 
     def reset(self) -> None:
@@ -427,6 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--account-sid", default=SANDBOX_ACCOUNT_SID)
     parser.add_argument("--auth-token", default=SANDBOX_AUTH_TOKEN)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="median answer delay")
+    parser.add_argument("--latency-p99-ms", type=float, default=None, help="99th percentile answer delay")
     parser.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests/s before 429")
     parser.add_argument("--timeout-rate", type=float, default=0.0, help="fraction recorded, then unanswered")

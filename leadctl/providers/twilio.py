@@ -1,29 +1,31 @@
 """Twilio Programmable Messaging: SMS and WhatsApp through the 2010-04-01 Messages resource.
 
 Configuration (``providers.<name>``): ``account_sid``, ``auth_token``, and ``from`` or
-``messaging_service_sid``; ``base_url`` defaults to ``https://api.twilio.com``.
+``messaging_service_sid``; ``base_url`` defaults to ``https://api.twilio.com``. WhatsApp template
+messages: ``content_sid`` (an approved Content template, ``HX...``) and ``content_variables``, a
+mapping of the template's variable keys to lead fields (``{"1": name, "2": cidade}``); WhatsApp
+messages then carry ``ContentSid`` + ``ContentVariables`` instead of ``Body``. Numbers keep the ``+``.
 
 Failures are classified for the worker: 4xx is permanent (21610 also sets ``opted_out``), except
-429 / 20429 which is transient with the ``Retry-After`` delay; 5xx is transient, except 504 (a gateway
-gave up waiting for Twilio, exactly like our own read timeout) which is in doubt. Bad credentials are
-permanent with code ``"auth"`` whatever the provider, so a worker can stop instead of failing every lead.
-A connection that never opened is transient; a read timeout or a connection lost after the request
-was written is in doubt. aiohttp never retries a POST by itself, so one ``send`` is at most one request.
+429 / 20429 which is transient with the ``Retry-After`` delay; 5xx is transient, except 504 which is
+in doubt; 401 is permanent with code ``"auth"``. A lead lacking a template variable's field fails
+without a request (code ``template_field``). Connection failures: see ``leadctl.providers.http``.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from urllib.parse import quote_plus
 
 import aiohttp
 import orjson
-from yarl import URL
 
 from leadctl.config import ProviderSettings
 from leadctl.errors import ConfigError
 from leadctl.masking import mask_contact
-from leadctl.providers.base import AUTH_ERROR, Message, ProviderError, SendResult
+from leadctl.providers import http
+from leadctl.providers.base import Message, ProviderError, SendResult, lead_fields
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
 _OPTED_OUT = "21610"
@@ -31,38 +33,28 @@ _RATE_LIMITED = "20429"
 _FORM = "application/x-www-form-urlencoded"
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (the HTTP-date form is not used by Twilio)."""
-    try:
-        return max(float(value), 0.0) if value else None
-    except ValueError:
-        return None
-
-
 class TwilioProvider:
     """One Twilio account, sending over the worker process's shared aiohttp session."""
 
     def __init__(self, name: str, settings: ProviderSettings, session: aiohttp.ClientSession) -> None:
-        account_sid = settings.extra("account_sid")
-        auth_token = settings.extra("auth_token")
+        account_sid, auth_token = http.required(name, "twilio", settings, "account_sid", "auth_token")
         service_sid = settings.extra("messaging_service_sid")
-        if not account_sid or not auth_token:
-            raise ConfigError(f"provider {name!r} (twilio) needs account_sid and auth_token")
         if not settings.from_ and not service_sid:
             raise ConfigError(f"provider {name!r} (twilio) needs 'from' or messaging_service_sid")
-        base = URL(settings.base_url or DEFAULT_BASE_URL)
-        if not base.is_absolute() or base.scheme not in ("http", "https"):
-            raise ConfigError(f"provider {name!r}: base_url must be an http(s) URL")
+        content_sid = settings.extra("content_sid")
+        variables = settings.extra("content_variables") or {}
+        if not isinstance(variables, Mapping) or not all(isinstance(v, str) for v in variables.values()):
+            raise ConfigError(f"provider {name!r}: content_variables must map template keys to lead fields")
         self.name = name
         self._session = session
-        self._url = base / "2010-04-01" / "Accounts" / str(account_sid) / "Messages.json"
+        base = http.base_url(name, settings, DEFAULT_BASE_URL)
+        self._url = base / "2010-04-01" / "Accounts" / account_sid / "Messages.json"
         token = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode("ascii")
         self._headers = {"Authorization": f"Basic {token}", "Content-Type": _FORM}
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=settings.connect_timeout_ms / 1000,
-            sock_read=settings.read_timeout_ms / 1000,
-        )
+        self._timeout = http.client_timeout(settings)
+        self._content = f"ContentSid={quote_plus(str(content_sid))}" if content_sid else None
+        self._variable_keys = [str(key) for key in variables]
+        self._variable_fields = list(variables.values())
         # channel -> (prefix for To, the encoded sender field), built once.
         if service_sid:
             sender = f"MessagingServiceSid={quote_plus(str(service_sid))}"
@@ -74,6 +66,13 @@ class TwilioProvider:
                 "whatsapp": ("whatsapp:", f"From={quote_plus('whatsapp:' + sender_from)}"),
             }
 
+    def _content_fields(self, message: Message) -> str:
+        if self._content is None or message.channel != "whatsapp":
+            return f"Body={quote_plus(message.body)}"
+        values = lead_fields(message, self._variable_fields)
+        variables = orjson.dumps(dict(zip(self._variable_keys, values, strict=True))).decode()
+        return f"{self._content}&ContentVariables={quote_plus(variables)}"
+
     async def send(self, message: Message) -> SendResult:
         """POST one message; return its SID or raise a classified ProviderError."""
         sender = self._senders.get(message.channel)
@@ -82,44 +81,39 @@ class TwilioProvider:
                 "permanent", f"twilio cannot send {message.channel!r} messages", code="channel"
             )
         prefix, sender_field = sender
-        form = f"To={quote_plus(prefix + message.to)}&{sender_field}&Body={quote_plus(message.body)}"
-        try:
-            async with self._session.post(
-                self._url, data=form.encode(), headers=self._headers, timeout=self._timeout
-            ) as response:
-                status = response.status
-                raw = await response.read()
-                retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise ProviderError("transient", f"cannot connect to twilio: {exc}") from None
-        except (aiohttp.ClientError, OSError) as exc:  # read timeouts are OSError (TimeoutError) too
-            reason = str(exc) or type(exc).__name__
-            raise ProviderError("in_doubt", f"no answer from twilio after sending: {reason}") from None
-        if status < 300:
+        form = f"To={quote_plus(prefix + message.to)}&{sender_field}&{self._content_fields(message)}"
+        reply = await http.post(
+            self._session, self._url, form.encode(), self._headers, self._timeout, "twilio"
+        )
+        if reply.status < 300:
             try:
-                return SendResult(orjson.loads(raw)["sid"])
+                resource = orjson.loads(reply.body)
+                sid = resource["sid"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
-                raise ProviderError("in_doubt", f"twilio answered {status} without a message sid") from None
-        raise self._error(status, raw, retry_after, message.to)
+                raise ProviderError(
+                    "in_doubt", f"twilio answered {reply.status} without a message sid"
+                ) from None
+            segments = resource.get("num_segments")
+            count = int(segments) if message.channel == "sms" and str(segments).isdigit() else None
+            return SendResult(sid, segments=count)
+        raise self._error(reply, message.to)
 
-    def _error(self, status: int, raw: bytes, retry_after: str | None, to: str) -> ProviderError:
+    def _error(self, reply: http.Reply, to: str) -> ProviderError:
         """Classify a non-2xx answer; the recipient is masked in the error text."""
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
-            body = {}
+        body = http.json_object(reply.body)
         code = str(body["code"]) if body.get("code") is not None else None
-        text = str(body.get("message") or f"HTTP {status}").replace(to, mask_contact(to))
-        summary = f"twilio {status} {code or '-'}: {text}"
-        if status == 429 or code == _RATE_LIMITED:
-            return ProviderError("transient", summary, code=code, retry_after=_retry_after(retry_after))
-        if status == 401:
-            hint = f"{summary} (check providers.{self.name}.account_sid and auth_token)"
-            return ProviderError("permanent", hint, code=AUTH_ERROR)
-        if status == 504:
-            return ProviderError("in_doubt", summary, code=code)
-        if status >= 500:
-            return ProviderError("transient", summary, code=code, retry_after=_retry_after(retry_after))
-        return ProviderError("permanent", summary, code=code, opted_out=code == _OPTED_OUT)
+        text = str(body.get("message") or f"HTTP {reply.status}").replace(to, mask_contact(to))
+        summary = f"twilio {reply.status} {code or '-'}: {text}"
+        retry_after = http.retry_after(reply.headers.get("Retry-After"))
+        if code == _RATE_LIMITED:
+            return ProviderError("transient", summary, code=code, retry_after=retry_after)
+        error = http.classify_status(
+            reply.status,
+            summary,
+            code=code,
+            retry_after=retry_after,
+            auth_hint=f"(check providers.{self.name}.account_sid and auth_token)",
+            auth_statuses=(401,),
+        )
+        error.opted_out = code == _OPTED_OUT
+        return error

@@ -1,0 +1,82 @@
+"""Helpers for provider tests: build settings, send through a real adapter, collect the outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from leadctl.config import ProviderSettings
+from leadctl.providers.base import Message, Provider, ProviderError, SendResult
+from leadctl.providers.registry import create_provider, make_session
+
+Outcome = SendResult | ProviderError
+
+
+def provider_settings(kind: str, **raw: Any) -> ProviderSettings:
+    """Settings for an adapter of type ``kind`` with short timeouts (overridable)."""
+    return ProviderSettings.model_validate(
+        {"type": kind, "connect_timeout_ms": 1000, "read_timeout_ms": 5000, **raw}
+    )
+
+
+def message(
+    to: str,
+    channel: str,
+    lead_id: int = 1,
+    body: str = "Olá Ana! Oferta & desconto 100%",
+    **extra: Any,
+) -> Message:
+    return Message(lead_id=lead_id, channel=channel, to=to, body=body, **extra)
+
+
+def run_with(
+    settings: ProviderSettings, use: Callable[[Provider], Awaitable[list[Outcome]]]
+) -> list[Outcome]:
+    """Build the adapter inside a fresh event loop and session, run ``use`` with it."""
+
+    async def go() -> list[Outcome]:
+        async with make_session(10) as session:
+            provider = create_provider("under-test", settings, session)
+            try:
+                return await use(provider)
+            finally:
+                close = getattr(provider, "close", None)
+                if close is not None:
+                    await close()
+
+    return asyncio.run(go())
+
+
+def send(settings: ProviderSettings, *messages: Message) -> list[Outcome]:
+    """Send each message in turn with one adapter; failures are returned, not raised."""
+
+    async def each(provider: Provider) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for item in messages:
+            try:
+                outcomes.append(await provider.send(item))
+            except ProviderError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    return run_with(settings, each)
+
+
+def failure(settings: ProviderSettings, item: Message) -> ProviderError:
+    (outcome,) = send(settings, item)
+    assert isinstance(outcome, ProviderError), outcome
+    return outcome
+
+
+def success(settings: ProviderSettings, item: Message) -> SendResult:
+    (outcome,) = send(settings, item)
+    assert isinstance(outcome, SendResult), outcome
+    return outcome
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
