@@ -82,7 +82,7 @@ def sparkline(values: Sequence[int]) -> str:
     top = max(values, default=0)
     if not top:
         return _BARS[0] * len(values)
-    return "".join(_BARS[min(len(_BARS) - 1, value * len(_BARS) // (top + 1))] for value in values)
+    return "".join(_BARS[round(value / top * (len(_BARS) - 1))] for value in values)
 
 
 def _throughput(snapshot: Snapshot) -> Panel:

@@ -10,7 +10,7 @@ import redis
 
 from leadctl import keys
 from leadctl.config import Settings
-from leadctl.metrics import OUTCOMES
+from leadctl.metrics import LATENCY_BOUNDS_MS, OUTCOMES, latency_bucket, quantile
 from leadctl.providers.sandbox import sandbox_in_thread
 from leadctl.stats import STATUSES
 from leadctl.store.migrations import migrate
@@ -172,3 +172,14 @@ def test_statuses_add_up_while_leads_are_read_claimed_and_waiting(
     assert campaign["oldest_pending_s"] >= 7
     alert = next(a for a in figures["alerts"] if a["name"] == "queue_size")
     assert (alert["channel"], alert["value"], alert["threshold"]) == ("sms", 60, 50)
+
+
+def test_latency_percentiles_interpolate_inside_the_fixed_buckets() -> None:
+    buckets = [0] * (len(LATENCY_BOUNDS_MS) + 1)
+    for ms in range(1, 1001):
+        buckets[latency_bucket(ms)] += 1
+    assert [quantile(buckets, q) for q in (0.50, 0.95, 0.99)] == [500, 950, 990]
+    assert quantile([0] * len(buckets), 0.5) is None
+    beyond = [0] * len(buckets)
+    beyond[latency_bucket(90_000)] = 3
+    assert quantile(beyond, 0.5) == LATENCY_BOUNDS_MS[-1]  # all we know: slower than the last bound

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -154,3 +155,10 @@ def test_serve_exposes_the_figures_to_prometheus_and_posts_alerts(
     assert metrics[("leadctl_spend", (("channel", "sms"), ("currency", "USD"), ("period", "today")))] == 0.1
     expected = f"[FIRING] leadctl {settings.namespace}: sms: 20 leads waiting (alert above 5)"
     assert [message["text"] for message in received] == [expected]
+
+    # the shipped Prometheus rules and Grafana dashboard only use metrics the exporter serves
+    examples = Path(__file__).parent.parent / "examples"
+    used = set()
+    for name in ("prometheus-alerts.yml", "grafana-dashboard.json"):
+        used |= set(re.findall(r"leadctl_[a-z_]+", (examples / name).read_text(encoding="utf-8")))
+    assert used and used <= {name for name, _ in metrics}
