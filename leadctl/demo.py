@@ -87,6 +87,6 @@ def run_demo(
         say(f"  {channel:<9} " + "  ".join(f"{key} {value}" for key, value in values.items()))
     say(
         f"sandbox provider received {stats['accepted']} messages, {stats['duplicates']} duplicates; "
-        f"see them with `leadctl --config ... stats` (namespace {DEMO_NAMESPACE!r})"
+        f"look again with `LEADCTL_NAMESPACE={DEMO_NAMESPACE} leadctl stats`"
     )
     return 1 if unsent or stats["duplicates"] else 0
