@@ -24,10 +24,11 @@ def stats(
         typer.Option("--serve", metavar="HOST:PORT", help="Serve Prometheus metrics at /metrics."),
     ] = None,
 ) -> None:
-    """Queues, outcomes, rates, latency, workers, alerts and spend: per channel, campaign and provider.
+    """Queues, outcomes, rates, latency, workers, alerts and spend per channel, campaign and provider.
 
-    Figures come from Redis and PostgreSQL, so every host sees the whole fleet. With
-    alerts.webhook_url set, --watch and --serve post each alert's start and end once.
+    Figures come from Redis and PostgreSQL: every host sees the whole fleet.
+
+    With alerts.webhook_url set, --watch and --serve post each alert's start and end once.
     """
     from leadctl import dashboard
     from leadctl.stats import StatsSource
