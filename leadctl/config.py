@@ -65,6 +65,8 @@ class EmailTemplate(_Section):
 
 class ChannelSettings(_Section):
     provider: str = "log"
+    providers: list[str] | None = Field(None, min_length=1)
+    """Failover order (``[zenvia, twilio]``); when set it replaces ``provider``."""
     template: str = "Olá {{ name }}! Temos uma oferta especial para você."
     email: EmailTemplate = Field(default_factory=EmailTemplate)
     workers: int = Field(20, ge=1)
@@ -72,6 +74,10 @@ class ChannelSettings(_Section):
     max_attempts: int = Field(5, ge=1)
     retry_initial_ms: int = Field(500, ge=0)
     retry_max_ms: int = Field(30_000, ge=0)
+
+    def provider_names(self) -> list[str]:
+        """The providers to send through, in failover order."""
+        return self.providers or [self.provider]
 
 
 class CampaignTemplate(_Section):
@@ -97,6 +103,10 @@ class ProviderSettings(BaseModel):
     connect_timeout_ms: int = Field(5000, ge=1)
     read_timeout_ms: int = Field(10000, ge=1)
     rate_limit: float | None = Field(None, gt=0)
+    rate_limit_per_sender: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset_s: float = Field(30.0, gt=0)
     price: float | dict[Channel, float] | None = None
     """Price of one message, or per channel (``{sms: 0.0079, whatsapp: 0.005}``), for `stats` spend."""
     currency: str = "USD"

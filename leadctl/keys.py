@@ -23,6 +23,22 @@ def dead_letters(namespace: str, channel: str) -> str:
     return f"{tag(namespace, channel)}:dead"
 
 
+def rate_tag(namespace: str, provider: str) -> str:
+    """The hash tag of a provider's rate-limit keys: its limits and pause share one slot."""
+    return f"{{{namespace}:rl:{provider}}}"
+
+
+def rate_limit(namespace: str, provider: str, sender: str | None = None) -> str:
+    """GCRA state (the theoretical arrival time) of a provider's send rate, or of one of its senders."""
+    tag_ = rate_tag(namespace, provider)
+    return f"{tag_}:tat" if sender is None else f"{tag_}:sender:{sender}"
+
+
+def provider_pause(namespace: str, provider: str) -> str:
+    """Present while a provider is paused (after a 429): every worker waits out its TTL."""
+    return f"{rate_tag(namespace, provider)}:pause"
+
+
 def namespace_pattern(namespace: str) -> str:
     """A SCAN pattern matching every key of a namespace (tests and `services` use it to clean up)."""
     return f"{{{namespace}:*"
