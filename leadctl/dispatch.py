@@ -5,7 +5,8 @@ Three coroutines share one provider session:
 - the reader takes entries from the channel's stream (XREADGROUP with COUNT, and XAUTOCLAIM for
   entries of crashed workers), claims their sends in PostgreSQL in one statement, and starts a
   send task per claimed lead, keeping at most ``concurrency`` requests in flight;
-- each send task renders the template and calls the provider, retrying transient errors;
+- each send task renders the template and sends it through the channel's providers (shared rate
+  limits, circuit breakers, failover: leadctl.providers.chain), retrying transient errors;
 - the flusher records finished outcomes in PostgreSQL in one statement, then acknowledges their
   entries in one Redis round trip. Nothing is acknowledged before its outcome is recorded.
 """
@@ -33,8 +34,9 @@ from leadctl.config import Settings
 from leadctl.connections import Endpoints, open_async_pool, open_async_redis
 from leadctl.masking import mask_contact
 from leadctl.metrics import MetricsRecorder
-from leadctl.providers.base import AUTH_ERROR, Message, Provider, ProviderError, SendResult
-from leadctl.providers.registry import create_provider, make_session
+from leadctl.providers.base import AUTH_ERROR, Message, ProviderError
+from leadctl.providers.chain import Call, ProviderChain, build_chain
+from leadctl.providers.registry import make_session
 from leadctl.queue import Entry, StreamConsumer
 from leadctl.store.deliveries import ClaimedLead, DeliveryStore, Outcome
 from leadctl.templates import ChannelTemplate, RenderError
@@ -104,7 +106,7 @@ class Worker:
         options: WorkerOptions,
         redis_client: aioredis.Redis,
         pool: AsyncConnectionPool,
-        provider: Provider,
+        provider: ProviderChain,
         stop: asyncio.Event,
     ) -> None:
         self.settings = settings
@@ -213,7 +215,7 @@ class Worker:
             lead.fields,
         )
         attempts = 0
-        cut_off_mid_request = False
+        call = Call()
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(channel.max_attempts),
@@ -223,21 +225,14 @@ class Worker:
             ):
                 with attempt:
                     attempts += 1
-                    began = time.perf_counter()
-                    try:
-                        result = await self._call(message, lead.campaign)
-                    except asyncio.CancelledError:
-                        cut_off_mid_request = True
-                        raise
-                    finally:
-                        self.report.sample_latency((time.perf_counter() - began) * 1000)
+                    result = await self.provider.send(message, call)
         except asyncio.CancelledError:  # the shutdown grace period ran out
-            if not cut_off_mid_request:  # between attempts: the last one certainly failed
+            if not call.in_request:  # waiting for a token or between attempts: certainly not sent
                 return Outcome(lead.lead_id, "queued", extra_attempts=-1)
             return Outcome(
                 lead.lead_id,
                 "in_doubt",
-                self.provider.name,
+                call.provider,
                 None,
                 "shutdown",
                 "stopped while the provider call was in flight",
@@ -250,20 +245,16 @@ class Worker:
                 return Outcome(lead.lead_id, "queued", extra_attempts=-1)
             status = {"permanent": "failed", "in_doubt": "in_doubt", "transient": "dead"}[exc.kind]
             log.info("lead %s to %s: %s (%s)", lead.lead_id, mask_contact(lead.contact), status, exc.code)
-            return Outcome(
-                lead.lead_id, status, self.provider.name, None, exc.code, exc.message, attempts - 1
-            )
-        return Outcome(
-            lead.lead_id, "sent", self.provider.name, result.message_id, extra_attempts=attempts - 1
-        )
-
-    async def _call(self, message: Message, campaign: str) -> SendResult:
-        """One provider call, its duration observed for the latency figures of `stats`."""
-        began = time.perf_counter()
-        try:
-            return await self.provider.send(message)
+            return Outcome(lead.lead_id, status, call.provider, None, exc.code, exc.message, attempts - 1)
         finally:
-            self.metrics.observe(self.provider.name, campaign, time.perf_counter() - began)
+            self._observe(call, lead.campaign)
+        return Outcome(lead.lead_id, "sent", call.provider, result.message_id, extra_attempts=attempts - 1)
+
+    def _observe(self, call: Call, campaign: str) -> None:
+        """Each provider request's duration (not the wait for a token), for `stats` and the report."""
+        for provider, seconds in call.requests:
+            self.metrics.observe(provider, campaign, seconds)
+            self.report.sample_latency(seconds * 1000)
 
     # -- recording -----------------------------------------------------------------------------
 
@@ -427,8 +418,7 @@ async def run_worker(
     )
     session = make_session(options.concurrency)
     try:
-        name = settings.channel(options.channel).provider
-        provider = create_provider(name, settings.provider(name), session)
+        provider = build_chain(settings, options.channel, session, redis_client)
         worker = Worker(settings, options, redis_client, pool, provider, stop)
         return await worker.run()
     finally:
