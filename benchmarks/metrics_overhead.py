@@ -2,8 +2,11 @@
 
 The same burst (N generated sms leads drained by W worker processes through the sandbox provider,
 zero latency, in its own process) runs with ``worker.metrics`` on and off, alternating ROUNDS
-times so drift hits both alike; the overhead is 1 - median(on) / median(off). A micro-benchmark
-also times ``MetricsRecorder`` alone on 1,000-outcome batches against the real Redis.
+times so drift hits both alike. Two overheads: of throughput, 1 - median(on) / median(off), and of
+the worker processes' CPU time per lead (what bounds throughput on a busy 2-core box, and what other
+load on the machine disturbs least). A micro-benchmark also measures ``MetricsRecorder`` alone (CPU per
+lead, 50-outcome batches, real Redis), publishing once a second as workers do and, for comparison,
+once per batch.
 
 Usage: python benchmarks/metrics_overhead.py [LEADS] [WORKERS] [CONCURRENCY] [ROUNDS]
 (Redis and PostgreSQL from the usual config / LEADCTL_* variables; embedded ones otherwise.)
@@ -12,6 +15,7 @@ Usage: python benchmarks/metrics_overhead.py [LEADS] [WORKERS] [CONCURRENCY] [RO
 from __future__ import annotations
 
 import asyncio
+import resource
 import statistics
 import sys
 import time
@@ -23,7 +27,7 @@ from leadctl import keys, queue
 from leadctl.config import Settings, load_settings
 from leadctl.connections import Endpoints, open_async_redis, open_postgres, open_redis, resolve_endpoints
 from leadctl.leads import Lead
-from leadctl.metrics import MetricsRecorder
+from leadctl.metrics import FLUSH_EVERY_S, MetricsRecorder
 from leadctl.pool import PoolSpec, Supervisor
 from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SandboxProcess
 from leadctl.store.deliveries import Outcome
@@ -49,8 +53,15 @@ def _settings(base: Settings, sandbox_url: str, namespace: str, concurrency: int
     return Settings.model_validate(data)
 
 
-def burst(settings: Settings, endpoints: Endpoints, leads: int, workers: int, concurrency: int) -> float:
-    """Queue ``leads`` and drain them; leads/min from the first claim to the last outcome."""
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def burst(
+    settings: Settings, endpoints: Endpoints, leads: int, workers: int, concurrency: int
+) -> tuple[float, float]:
+    """Queue ``leads`` and drain them: leads/min (first claim to last outcome), workers' CPU us per lead."""
     namespace = settings.namespace
     client = open_redis(endpoints.redis_url, settings)
     conn = open_postgres(endpoints.database_url, settings)
@@ -65,13 +76,15 @@ def burst(settings: Settings, endpoints: Endpoints, leads: int, workers: int, co
             queue.enqueue(
                 client, namespace, [(r.channel, r.lead_id) for r in writer.record(conn, batch, "b")]
             )
+        cpu_before = _children_cpu_s()
         Supervisor(settings, endpoints, [PoolSpec("sms", workers, concurrency)], burst=True).run()
+        cpu_us = (_children_cpu_s() - cpu_before) / leads * 1e6
         first, last, sent = conn.execute(
             f'SELECT min(claimed_at), max(finished_at), count(*) FROM "{namespace}".deliveries '
             "WHERE status = 'sent'"
         ).fetchone()
         assert sent == leads, f"only {sent} of {leads} sent"
-        return sent / (last - first).total_seconds() * 60
+        return sent / (last - first).total_seconds() * 60, cpu_us
     finally:
         stale = list(client.scan_iter(match=keys.namespace_pattern(namespace), count=1000))
         if stale:
@@ -81,23 +94,26 @@ def burst(settings: Settings, endpoints: Endpoints, leads: int, workers: int, co
         client.close()
 
 
-async def recorder_cost(settings: Settings, endpoints: Endpoints, batches: int = 200) -> float:
-    """Microseconds per lead of observing and recording 1,000-outcome batches (Redis round trip included)."""
+async def recorder_cost(settings: Settings, endpoints: Endpoints, flush_every_s: float) -> float:
+    """CPU microseconds per lead of counting 200,000 outcomes in 50-outcome batches (a worker's flushes)
+    and publishing them to the real Redis at most every ``flush_every_s``."""
     namespace = f"bench_{uuid.uuid4().hex[:8]}"
     client = await open_async_redis(endpoints.redis_url, settings)
-    recorder = MetricsRecorder(client, namespace, "sms")
+    recorder = MetricsRecorder(client, namespace, "sms", flush_every_s=flush_every_s)
     outcomes = [
         Outcome(
             i, "sent" if i % 20 else "failed", "bench", campaign=f"c{i % 3}", extra_attempts=int(i % 7 == 0)
         )
-        for i in range(1000)
+        for i in range(50)
     ]
-    started = time.perf_counter()
+    batches = 4000
+    started = time.process_time()
     for _ in range(batches):
         for i, outcome in enumerate(outcomes):
-            recorder.observe("bench", outcome.campaign, 0.002 + (i % 50) / 1000)
+            recorder.observe("bench", outcome.campaign, 0.002 + i / 1000)
         await recorder.record(outcomes)
-    elapsed = time.perf_counter() - started
+    await recorder.flush()
+    elapsed = time.process_time() - started
     stale = [key async for key in client.scan_iter(match=keys.namespace_pattern(namespace), count=1000)]
     if stale:
         await client.delete(*stale)
@@ -111,17 +127,23 @@ def main() -> None:
     base = load_settings()
     endpoints = resolve_endpoints(base, lambda line: print(line, file=sys.stderr))
     rates: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     with SandboxProcess() as sandbox:
         for index in range(rounds):
             for metrics in (True, False) if index % 2 == 0 else (False, True):
                 namespace = f"bench_{uuid.uuid4().hex[:8]}"
                 settings = _settings(base, sandbox.base_url, namespace, concurrency, metrics)
-                rate = burst(settings, endpoints, leads, workers, concurrency)
+                rate, cpu_us = burst(settings, endpoints, leads, workers, concurrency)
                 rates[metrics].append(rate)
+                cpu[metrics].append(cpu_us)
                 state = "on " if metrics else "off"
-                print(f"round {index + 1}: metrics {state} {rate:,.0f} leads/min", file=sys.stderr)
+                print(
+                    f"round {index + 1}: metrics {state} {rate:,.0f} leads/min, {cpu_us:,.0f} us CPU/lead",
+                    file=sys.stderr,
+                )
                 sandbox.reset()
     on, off = statistics.median(rates[True]), statistics.median(rates[False])
+    cpu_on, cpu_off = statistics.median(cpu[True]), statistics.median(cpu[False])
     result = {
         "leads": leads,
         "workers": workers,
@@ -131,8 +153,14 @@ def main() -> None:
         "leads_per_min_metrics_off": [round(r) for r in rates[False]],
         "median_on": round(on),
         "median_off": round(off),
-        "overhead_pct": round((1 - on / off) * 100, 2),
-        "recorder_us_per_lead": round(asyncio.run(recorder_cost(base, endpoints)), 3),
+        "throughput_overhead_pct": round((1 - on / off) * 100, 2),
+        "worker_cpu_us_per_lead_on": [round(c) for c in cpu[True]],
+        "worker_cpu_us_per_lead_off": [round(c) for c in cpu[False]],
+        "cpu_overhead_pct": round((cpu_on / cpu_off - 1) * 100, 2),
+        "recorder_cpu_us_per_lead": round(asyncio.run(recorder_cost(base, endpoints, FLUSH_EVERY_S)), 3),
+        "recorder_cpu_us_per_lead_publishing_every_batch": round(
+            asyncio.run(recorder_cost(base, endpoints, 0.0)), 3
+        ),
     }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
 

@@ -335,6 +335,7 @@ class Worker:
             await self._reader()
             await self._finish_in_flight()
             await flusher
+            await self.metrics.flush()
         finally:
             for task in helpers:
                 task.cancel()

@@ -1,7 +1,7 @@
 """Counters and latency histograms in Redis: written by workers and ingest, read by `leadctl stats` anywhere.
 
-A batch of outcomes becomes one Lua call over four keys that share the channel's hash tag
-``{namespace:channel}`` (so it is legal on Redis Cluster):
+What a worker counted in the last second (a few batches of outcomes) becomes one Lua call over four
+keys that share the channel's hash tag ``{namespace:channel}`` (so it is legal on Redis Cluster):
 
 - ``:m:<slot>``: the counters of one 10-second slot, expiring after the 15-minute window. Rates,
   the error rate and latency percentiles are sums over the slots of a window.
@@ -41,6 +41,8 @@ WINDOW_SLOTS = WINDOW_MINUTES * 60 // SLOT_S
 _SLOT_TTL_S = WINDOW_MINUTES * 60 + 4 * SLOT_S
 _DAY_TTL_S = 2 * 86_400
 _MONTH_TTL_S = 62 * 86_400
+FLUSH_EVERY_S = 1.0
+"""How often a worker publishes what it counted: one Redis call a second, whatever its send rate."""
 
 LATENCY_BOUNDS_MS: tuple[float, ...] = (
     1, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700,
@@ -135,32 +137,52 @@ def _call(
 class MetricsRecorder:
     """Publishes one worker's counters: ``observe`` each provider call, ``record`` each batch of outcomes.
 
-    ``record`` makes one Redis call per batch and never raises: counters feed dashboards, and a
-    Redis blip must not stop sending (the outage is logged once). ``enabled=False`` makes it a no-op
+    What is counted is published at most every ``flush_every_s`` (and by ``flush`` when the worker
+    ends) in one Redis call, so the cost does not grow with the number of flushes of outcomes.
+    Publishing never raises: counters feed dashboards, and a Redis blip must not stop sending (the
+    outage is logged once, its counts are dropped). ``enabled=False`` makes it a no-op
     (``worker.metrics: false``, used to measure what counters cost).
     """
 
-    def __init__(self, client: aioredis.Redis, namespace: str, channel: str, *, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        namespace: str,
+        channel: str,
+        *,
+        enabled: bool = True,
+        flush_every_s: float = FLUSH_EVERY_S,
+    ) -> None:
         self.namespace = namespace
         self.channel = channel
         self.enabled = enabled
+        self.flush_every_s = flush_every_s
         self._script = client.register_script(_RECORD)
+        self._kinds: Counter[tuple[str, str | None, str | None, int]] = Counter()
         self._latency: Counter[tuple[str, str, int]] = Counter()
         self._latency_us: Counter[tuple[str, str]] = Counter()
+        self._flushed_at = time.monotonic()
         self._failing = False
 
     def observe(self, provider: str, campaign: str | None, seconds: float) -> None:
-        """Remember one provider call's duration until the next ``record``."""
+        """Count one provider call's duration."""
         if self.enabled:
             self._latency[(provider, campaign or "", latency_bucket(seconds * 1000))] += 1
             self._latency_us[(provider, campaign or "")] += int(seconds * 1_000_000)
 
-    def tally(self, outcomes: Iterable[OutcomeLike]) -> tuple[Counter[str], Counter[str]]:
-        """The counters and the sends per ``provider|campaign`` of a batch, with the calls observed so far."""
-        kinds = Counter((o.status, o.campaign, o.provider, o.extra_attempts) for o in outcomes)
+    async def record(self, outcomes: Iterable[OutcomeLike]) -> None:
+        """Count a batch of outcomes; publish if ``flush_every_s`` has passed since the last time."""
+        if not self.enabled:
+            return
+        self._kinds.update((o.status, o.campaign, o.provider, o.extra_attempts) for o in outcomes)
+        if time.monotonic() - self._flushed_at >= self.flush_every_s:
+            await self.flush()
+
+    def drain(self) -> tuple[Counter[str], Counter[str]]:
+        """The counters and the sends per ``provider|campaign`` counted so far, which start again from 0."""
         counters: Counter[str] = Counter()
         sent: Counter[str] = Counter()
-        for (status, campaign, provider, extra), count in kinds.items():
+        for (status, campaign, provider, extra), count in self._kinds.items():
             if status not in OUTCOMES:  # released back to the queue: not an outcome
                 continue
             called = provider is not None
@@ -180,15 +202,15 @@ class MetricsRecorder:
         for (provider, campaign), micros in self._latency_us.items():
             for dim in _dims(campaign, provider):
                 counters[f"{dim}|lat_us"] += micros
+        self._kinds.clear()
         self._latency.clear()
         self._latency_us.clear()
         return counters, sent
 
-    async def record(self, outcomes: Sequence[OutcomeLike], now: float | None = None) -> None:
-        """Publish a batch of outcomes (and the calls observed since the last batch) in one call."""
-        if not self.enabled:
-            return
-        counters, sent = self.tally(outcomes)
+    async def flush(self, now: float | None = None) -> None:
+        """Publish everything counted since the last flush, in one Redis call."""
+        self._flushed_at = time.monotonic()
+        counters, sent = self.drain()
         if not counters:
             return
         script_keys, args = _call(

@@ -30,7 +30,7 @@ from leadctl.connections import (
 )
 from leadctl.cost import cost_table, spend
 from leadctl.errors import DependencyError
-from leadctl.heartbeats import live_workers
+from leadctl.heartbeats import Heartbeat, live_workers
 from leadctl.store.reports import DeliveryGroup, delivery_groups, suppression_sizes
 
 STATUSES: tuple[str, ...] = ("queued", "pending", "sent", "failed", "dead", "in_doubt", "suppressed")
@@ -143,100 +143,129 @@ class Snapshot:
         }
 
 
-def collect(
-    client: redis.Redis, conn: psycopg.Connection, settings: Settings, now: float | None = None
-) -> Snapshot:
-    """Read every figure (and record which alerts are active)."""
-    now = time.time() if now is None else now
-    namespace = settings.namespace
-    groups = delivery_groups(conn, namespace)
-    suppressions = suppression_sizes(conn, namespace)
-    states = queue_states(client, namespace)
-    counters = metrics.read_counters(client, namespace, CHANNELS, now)
-    workers = live_workers(client, namespace, now)
-    everywhere = list(counters.values())
+def _figures(statuses: dict[str, int], oldest_pending_s: float, *more: dict[str, Any]) -> dict[str, Any]:
+    """One group's figures in the documented order: leads, queued, pending, oldest_pending_s, ..."""
+    figures: dict[str, Any] = {key: statuses[key] for key in ("leads", "queued", "pending")}
+    figures["oldest_pending_s"] = oldest_pending_s
+    figures.update((status, statuses[status]) for status in FINISHED)
+    for extra in more:
+        figures.update(extra)
+    return figures
 
+
+@dataclass(frozen=True, slots=True)
+class _Reads:
+    """Everything read from PostgreSQL and Redis for one snapshot."""
+
+    settings: Settings
+    now: float
+    groups: list[DeliveryGroup]
+    suppressions: dict[str, int]
+    states: dict[str, QueueState]
+    counters: dict[str, metrics.ChannelCounters]
+    workers: list[Heartbeat]
+
+
+def _channels(reads: _Reads) -> tuple[dict[str, dict[str, Any]], dict[str, alerts.Readings]]:
     channels: dict[str, dict[str, Any]] = {}
     readings: dict[str, alerts.Readings] = {}
     for channel in CHANNELS:
-        state, mine = states[channel], counters[channel]
-        figures: dict[str, Any] = status_figures(
-            count_by_status([g for g in groups if g.channel == channel]), state.pending
+        state, mine = reads.states[channel], reads.counters[channel]
+        statuses = status_figures(
+            count_by_status([g for g in reads.groups if g.channel == channel]), state.pending
         )
-        backlog = figures["queued"] + figures["pending"]
-        since = max((t for t in (mine.last_send, state.oldest_entry) if t is not None), default=now)
-        stalled = round(max(0.0, now - since), 1) if backlog else 0.0
-        figures = {
-            "leads": figures.pop("leads"),
-            "queued": figures.pop("queued"),
-            "pending": figures.pop("pending"),
-            "oldest_pending_s": state.oldest_pending_s,
-            **figures,
-            **metrics.rate_figures([mine], "*"),
-            "spend": spend(settings, {channel: mine}),
-            "workers": sum(1 for w in workers if w.channel == channel),
-            "suppression_list": suppressions.get(channel, 0) + suppressions.get("*", 0),
-            "dead_letters": state.dead_letters,
-            "stalled_s": stalled,
-        }
-        channels[channel] = figures
+        backlog = statuses["queued"] + statuses["pending"]
+        since = max((t for t in (mine.last_send, state.oldest_entry) if t is not None), default=reads.now)
+        stalled = round(max(0.0, reads.now - since), 1) if backlog else 0.0
+        channels[channel] = figures = _figures(
+            statuses,
+            state.oldest_pending_s,
+            metrics.rate_figures([mine], "*"),
+            {
+                "spend": spend(reads.settings, {channel: mine}),
+                "workers": sum(1 for w in reads.workers if w.channel == channel),
+                "suppression_list": reads.suppressions.get(channel, 0) + reads.suppressions.get("*", 0),
+                "dead_letters": state.dead_letters,
+                "stalled_s": stalled,
+            },
+        )
         readings[channel] = alerts.Readings(
             backlog, figures["error_rate"], stalled, metrics.windowed([mine], "*|dead", 5)
         )
+    return channels, readings
 
-    campaigns: dict[str, dict[str, Any]] = {}
+
+def _campaigns(reads: _Reads) -> dict[str, dict[str, Any]]:
+    """Per campaign across channels; its in-flight leads (``sending``) are its pending ones."""
+    everywhere = list(reads.counters.values())
     by_campaign: dict[str, list[DeliveryGroup]] = defaultdict(list)
-    for group in groups:
+    for group in reads.groups:
         by_campaign[group.campaign].append(group)
+    campaigns: dict[str, dict[str, Any]] = {}
     for campaign in sorted(set(by_campaign) | metrics.names_of(everywhere, "c")):
-        mine_groups = by_campaign.get(campaign, [])
-        figures = status_figures(count_by_status(mine_groups), 0)
-        campaigns[campaign] = {
-            "leads": figures.pop("leads"),
-            "queued": figures.pop("queued"),
-            "pending": figures.pop("pending"),
-            "oldest_pending_s": _oldest_claim(mine_groups),
-            **figures,
-            **metrics.rate_figures(everywhere, f"c:{campaign}"),
-            "spend": spend(settings, counters, campaign=campaign),
-        }
+        groups = by_campaign.get(campaign, [])
+        campaigns[campaign] = _figures(
+            status_figures(count_by_status(groups), 0),
+            _oldest_claim(groups),
+            metrics.rate_figures(everywhere, f"c:{campaign}"),
+            {"spend": spend(reads.settings, reads.counters, campaign=campaign)},
+        )
+    return campaigns
 
-    providers: dict[str, dict[str, Any]] = {}
-    primary = {channel: settings.channel(channel).provider for channel in CHANNELS}
-    names = {g.provider for g in groups if g.provider} | metrics.names_of(everywhere, "p")
+
+def _providers(reads: _Reads, channels: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per provider: outcomes it gave; queued and pending leads of the channels it is configured for."""
+    everywhere = list(reads.counters.values())
+    primary = {channel: reads.settings.channel(channel).provider for channel in CHANNELS}
+    names = {g.provider for g in reads.groups if g.provider} | metrics.names_of(everywhere, "p")
     names |= {primary[c] for c in CHANNELS if channels[c]["queued"] + channels[c]["pending"]}
+    providers: dict[str, dict[str, Any]] = {}
     for provider in sorted(names):
         served = [c for c in CHANNELS if primary[c] == provider]
-        counts = count_by_status([g for g in groups if g.provider == provider])
-        queued = sum(channels[c]["queued"] for c in served)
-        pending = sum(channels[c]["pending"] for c in served)
-        providers[provider] = {
-            "leads": queued + pending + sum(counts[s] for s in FINISHED),
-            "queued": queued,
-            "pending": pending,
-            "oldest_pending_s": max((channels[c]["oldest_pending_s"] for c in served), default=0.0),
-            **{status: counts[status] for status in FINISHED},
-            **metrics.rate_figures(everywhere, f"p:{provider}"),
-            "spend": spend(settings, counters, provider=provider),
-        }
+        counts = count_by_status([g for g in reads.groups if g.provider == provider])
+        counts["queued"] = sum(channels[c]["queued"] for c in served)
+        counts["sending"] = sum(channels[c]["pending"] for c in served)
+        providers[provider] = _figures(
+            status_figures(counts, 0),
+            max((channels[c]["oldest_pending_s"] for c in served), default=0.0),
+            metrics.rate_figures(everywhere, f"p:{provider}"),
+            {"spend": spend(reads.settings, reads.counters, provider=provider)},
+        )
+    return providers
 
-    active = alerts.track(client, namespace, alerts.firing(readings, settings.alerts), now)
+
+def collect(
+    client: redis.Redis, conn: psycopg.Connection, settings: Settings, now: float | None = None
+) -> Snapshot:
+    """Read every figure (and record in Redis which alerts are active)."""
+    now = time.time() if now is None else now
+    namespace = settings.namespace
+    reads = _Reads(
+        settings,
+        now,
+        delivery_groups(conn, namespace),
+        suppression_sizes(conn, namespace),
+        queue_states(client, namespace),
+        metrics.read_counters(client, namespace, CHANNELS, now),
+        live_workers(client, namespace, now),
+    )
+    channels, readings = _channels(reads)
     series = {
-        channel: metrics.per_minute([counters[channel]], [f"*|{s}" for s in metrics.OUTCOMES])
+        channel: metrics.per_minute([reads.counters[channel]], [f"*|{s}" for s in metrics.OUTCOMES])
         for channel in CHANNELS
     }
     return Snapshot(
         now,
         namespace,
         channels,
-        campaigns,
-        providers,
-        [dataclasses.asdict(w) for w in workers],
-        active,
-        cost_table(settings, counters),
+        _campaigns(reads),
+        _providers(reads, channels),
+        [dataclasses.asdict(w) for w in reads.workers],
+        alerts.track(client, namespace, alerts.firing(readings, settings.alerts), now),
+        cost_table(settings, reads.counters),
         series,
-        groups,
-        counters,
+        reads.groups,
+        reads.counters,
     )
 
 
