@@ -128,6 +128,7 @@ class Worker:
         self._flush_wanted = asyncio.Event()
         self._reading_finished = False
         self._outage = _Outage(options.consumer)
+        self._held: dict[int, bytes] = {}  # lead id -> entry id, from claim until acknowledged
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -173,8 +174,15 @@ class Worker:
 
     async def _start(self, entries: list[Entry]) -> None:
         self.report.entries += len(entries)
+        # a second entry for a lead this worker holds (a requeue, or its own entry reclaimed during
+        # an outage) is dropped: the lead's outcome is recorded with the first one
+        held_entries = set(self._held.values())
+        entries = [e for e in entries if e.entry_id not in held_entries]  # our own, reclaimed: in hand
+        duplicates = [e.entry_id for e in entries if e.lead_id in self._held]
+        by_lead = {e.lead_id: e for e in entries if e.lead_id is not None and e.lead_id not in self._held}
+        if duplicates:
+            await self.stream.settle(duplicates)
         poison = [(e, "undecodable entry") for e in entries if e.lead_id is None]
-        by_lead = {e.lead_id: e for e in entries if e.lead_id is not None}
         async with self.pool.connection() as conn:
             result = await self.store.claim(conn, self.options.channel, list(by_lead), self.options.consumer)
         poison += [(by_lead[lead_id], "unknown lead") for lead_id in result.unknown]
@@ -184,6 +192,7 @@ class Worker:
         await self.stream.settle([e.entry_id for e in settled], poison)
         for lead in result.claimed:
             entry = by_lead[lead.lead_id]
+            self._held[lead.lead_id] = entry.entry_id
             self._in_flight[entry.entry_id] = asyncio.create_task(self._send(entry, lead))
 
     # -- sending -------------------------------------------------------------------------------
@@ -282,10 +291,14 @@ class Worker:
         dead = [
             (entry, outcome.error_message or "dead") for entry, outcome in batch if outcome.status == "dead"
         ]
-        acked = [entry.entry_id for entry, outcome in batch if outcome.status != "dead"]
+        # released claims ("queued" again: never sent) stay pending in the stream, to be reclaimed
+        acked = [entry.entry_id for entry, outcome in batch if outcome.status not in ("dead", "queued")]
         await self.stream.settle(acked, dead)
-        await self.metrics.record([outcome for _, outcome in batch])
-        self.report.statuses.update(outcome.status for _, outcome in batch)
+        finished = [outcome for _, outcome in batch if outcome.status != "queued"]
+        await self.metrics.record(finished)
+        self.report.statuses.update(outcome.status for outcome in finished)
+        for _, outcome in batch:
+            self._held.pop(outcome.lead_id, None)
 
     async def _renewer(self) -> None:
         """Keep the entries of slow sends from being reclaimed by other workers."""

@@ -100,7 +100,11 @@ def test_reingest_queues_nothing_and_redelivery_sends_nothing(
 
 
 def test_refused_credentials_stop_the_run_and_fail_no_lead(
-    settings: Settings, leadctl_env: dict[str, str], tmp_path: Path, pg: psycopg.Connection
+    settings: Settings,
+    leadctl_env: dict[str, str],
+    tmp_path: Path,
+    pg: psycopg.Connection,
+    redis_client: redis.Redis,
 ) -> None:
     write_leads(tmp_path / "leads.csv", 20)
     with sandbox_in_thread(auth_token="another-token") as sandbox:
@@ -122,3 +126,15 @@ def test_refused_credentials_stop_the_run_and_fail_no_lead(
         f'SELECT status, attempts, count(*) FROM "{settings.namespace}".deliveries GROUP BY 1, 2'
     ).fetchall()
     assert statuses == [("queued", 0, 20)]
+    # their entries were not acknowledged: once reclaimable, a run with the right credentials sends them all
+    stream = keys.stream(settings.namespace, "sms")
+    assert redis_client.xpending(stream, keys.GROUP)["pending"] == 20
+    with sandbox_in_thread() as sandbox:
+        config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        again = run_leadctl(
+            ["--config", str(config), "work", "--channel", "sms", "--workers", "1", "--burst", "--json"],
+            leadctl_env,
+        )
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["statuses"] == {"sent": 20}
+        assert sandbox.stats()["accepted"] == 20

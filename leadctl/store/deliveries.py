@@ -63,7 +63,8 @@ class DeliveryStore:
             UPDATE {schema}.deliveries d
                SET status = 'sending', attempts = d.attempts + 1, claimed_at = now(), worker = %s
               FROM {schema}.leads l
-             WHERE l.id = d.lead_id AND d.lead_id = ANY(%s) AND d.status = 'queued' AND d.channel = %s
+             WHERE l.id = d.lead_id AND d.lead_id = ANY(%s) AND d.channel = %s
+               AND (d.status = 'queued' OR (d.status = 'sending' AND d.worker = %s))
          RETURNING d.lead_id, l.contact, l.name, l.campaign, l.fields"""
         self._doubt = f"""
             UPDATE {schema}.deliveries SET status = 'in_doubt', finished_at = now(),
@@ -85,10 +86,15 @@ class DeliveryStore:
     async def claim(
         self, conn: psycopg.AsyncConnection, channel: str, lead_ids: Sequence[int], worker: str
     ) -> ClaimResult:
-        """Claim the sends of ``lead_ids``; leads already sent or finished are simply not returned."""
+        """Claim the sends of ``lead_ids``; leads already sent or finished are simply not returned.
+
+        A lead this same worker claimed but never started (its claim's commit was lost with the
+        connection) is claimed again: worker names are unique per process, and the caller must not
+        pass the leads it has in flight.
+        """
         ids = list(lead_ids)
         async with conn.transaction():
-            cur = await conn.execute(self._claim, (worker, ids, channel))
+            cur = await conn.execute(self._claim, (worker, ids, channel, worker))
             claimed = [ClaimedLead(r[0], r[1], r[2], r[3], r[4]) for r in await cur.fetchall()]
             rest = list(set(ids) - {c.lead_id for c in claimed})
             in_doubt: list[int] = []
