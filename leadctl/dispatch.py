@@ -38,6 +38,7 @@ from leadctl.providers.base import AUTH_ERROR, Message, ProviderError
 from leadctl.providers.chain import Call, ProviderChain, build_chain
 from leadctl.providers.registry import make_session
 from leadctl.queue import Entry, StreamConsumer
+from leadctl.segments import segments as count_segments
 from leadctl.store.deliveries import ClaimedLead, DeliveryStore, Outcome
 from leadctl.templates import ChannelTemplate, RenderError
 
@@ -116,7 +117,7 @@ class Worker:
         self.pool = pool
         self.store = DeliveryStore(settings.namespace)
         self.provider = provider
-        self.template = ChannelTemplate(options.channel, self.channel_settings)
+        self.template = ChannelTemplate(options.channel, self.channel_settings, settings.campaigns)
         self.stop = stop
         self.report = WorkerReport(options.consumer, options.channel)
         self.metrics = MetricsRecorder(
@@ -210,8 +211,9 @@ class Worker:
 
     async def _attempt(self, lead: ClaimedLead) -> Outcome:
         channel = self.channel_settings
+        variables = _variables(lead)
         try:
-            rendered = self.template.render(_variables(lead))
+            rendered = self.template.render(variables)
         except RenderError as exc:
             return Outcome(lead.lead_id, "dead", error_code="template_error", error_message=str(exc))
         message = Message(
@@ -221,7 +223,7 @@ class Worker:
             rendered.body,
             rendered.subject,
             rendered.html,
-            lead.fields,
+            variables,
         )
         attempts = 0
         call = Call()
@@ -257,7 +259,20 @@ class Worker:
             return Outcome(lead.lead_id, status, call.provider, None, exc.code, exc.message, attempts - 1)
         finally:
             self._observe(call, lead.campaign)
-        return Outcome(lead.lead_id, "sent", call.provider, result.message_id, extra_attempts=attempts - 1)
+        return Outcome(
+            lead.lead_id,
+            "sent",
+            call.provider,
+            result.message_id,
+            extra_attempts=attempts - 1,
+            segments=self._segments(message, result.segments),
+        )
+
+    def _segments(self, message: Message, billed: int | None) -> int | None:
+        """SMS segments: as the provider billed them when it says, else counted from the text."""
+        if self.options.channel != "sms":
+            return None
+        return billed if billed is not None else count_segments(message.body)
 
     def _observe(self, call: Call, campaign: str) -> None:
         """Each provider request's duration (not the wait for a token), for `stats` and the report."""
@@ -431,11 +446,17 @@ async def run_worker(
         endpoints.database_url, settings, max_size=min(4, settings.database.pool_size)
     )
     session = make_session(options.concurrency)
+    provider: ProviderChain | None = None
     try:
         provider = build_chain(settings, options.channel, session, redis_client)
         worker = Worker(settings, options, redis_client, pool, provider, stop)
         return await worker.run()
     finally:
+        for route in provider.routes if provider else ():
+            close = getattr(route.provider, "close", None)  # pooled SMTP connections
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
         await session.close()
         await pool.close()
         await redis_client.aclose()

@@ -138,3 +138,40 @@ def test_refused_credentials_stop_the_run_and_fail_no_lead(
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["statuses"] == {"sent": 20}
         assert sandbox.stats()["accepted"] == 20
+
+
+def test_campaign_templates_and_sms_segments_are_used_and_recorded(
+    settings: Settings, leadctl_env: dict[str, str], tmp_path: Path, pg: psycopg.Connection
+) -> None:
+    (tmp_path / "leads.csv").write_text(
+        "nome,telefone,cidade,campanha\nAna,+5511987650001,Recife,natal\nBia,+5511987650002,Natal,outra\n",
+        encoding="utf-8",
+    )
+    long_text = "x" * 170
+    with sandbox_in_thread() as sandbox:
+        config = sandbox_config(
+            tmp_path / "leadctl.yaml",
+            sandbox.base_url,
+            extra="campaigns:\n  natal:\n    sms:\n"
+            f"      template: 'Feliz Natal {{{{ name }}}} de {{{{ cidade }}}} {long_text}'\n",
+        )
+        assert (
+            run_leadctl(
+                ["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env
+            ).returncode
+            == 0
+        )
+        result = run_leadctl(
+            ["--config", str(config), "work", "--channel", "sms", "--workers", "1", "--burst"], leadctl_env
+        )
+        assert result.returncode == 0, result.stderr
+        bodies = {m["to"]: m["body"] for m in sandbox.messages()}
+    assert bodies["+5511987650001"] == f"Feliz Natal Ana de Recife {long_text}"
+    assert bodies["+5511987650002"] == "Oi Bia!"
+    segments = dict(
+        pg.execute(
+            f'SELECT l.contact, d.segments FROM "{settings.namespace}".deliveries d '
+            f'JOIN "{settings.namespace}".leads l ON l.id = d.lead_id'
+        ).fetchall()
+    )
+    assert segments == {"+5511987650001": 2, "+5511987650002": 1}

@@ -43,6 +43,8 @@ class Outcome:
     extra_attempts: int = 0
     campaign: str | None = None
     """The lead's campaign, for the per-campaign counters (not written by ``record``)."""
+    segments: int | None = None
+    """SMS segments billed (None for other channels)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +79,11 @@ class DeliveryStore:
             UPDATE {schema}.deliveries d
                SET status = v.status, provider = v.provider, provider_message_id = v.message_id,
                    error_code = v.error_code, error_message = v.error_message,
-                   attempts = d.attempts + v.extra_attempts, finished_at = now()
+                   attempts = d.attempts + v.extra_attempts, segments = v.segments, finished_at = now()
               FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                          %s::integer[])
-                   AS v(lead_id, status, provider, message_id, error_code, error_message, extra_attempts)
+                          %s::integer[], %s::integer[])
+                   AS v(lead_id, status, provider, message_id, error_code, error_message, extra_attempts,
+                        segments)
              WHERE d.lead_id = v.lead_id AND d.status = 'sending'"""
 
     async def claim(
@@ -121,6 +124,7 @@ class DeliveryStore:
                 [o.error_code for o in outcomes],
                 [o.error_message for o in outcomes],
                 [o.extra_attempts for o in outcomes],
+                [o.segments for o in outcomes],
             ),
         )
 
