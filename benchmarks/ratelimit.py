@@ -197,7 +197,7 @@ def run(
         "wait_p50_ms": round(statistics.median(waits) * 1000, 1),
         "wait_p99_ms": round(waits[int(len(waits) * 0.99)] * 1000, 1),
         "round_trips_per_send": round(sum(o["reservations"] for o in outputs) / max(len(grants), 1), 3),
-        "late_reservations_dropped": sum(o["discarded"] for o in outputs),
+        "late_tokens_dropped": sum(o["discarded"] for o in outputs),
     }
 
 
@@ -249,8 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.duration:g} s, {report['errors']} errors; wait for a token "
             f"p50 {report['wait_p50_ms']} ms, p99 {report['wait_p99_ms']} ms; "
             f"{report['round_trips_per_send']} Redis round trips per send, "
-            f"{report['late_reservations_dropped']} late reservations dropped; "
-            + ("PASS" if report["ok"] else "FAIL")
+            f"{report['late_tokens_dropped']} late tokens dropped; " + ("PASS" if report["ok"] else "FAIL")
         )
     return 0 if report["ok"] else 1
 

@@ -10,8 +10,8 @@ sleeps w, so a reservation is one round trip and there is no retry storm when th
 
 Within a worker process, concurrent ``acquire()`` calls are coalesced: one reservation covers every
 waiting send task (up to ``burst``), so at thousands of messages per second a process makes one round
-trip per batch rather than per send, and never holds tokens nobody is waiting for. A reservation the
-process wakes up to late (a stalled loop or host) is dropped rather than sent out of turn (LATE_S).
+trip per batch rather than per send, and never holds tokens nobody is waiting for. A token its task
+resumes to late (a stalled loop or host) is dropped rather than sent out of turn (LATE_S).
 
 A provider's 429 calls ``pause(retry_after)``, which sets a key with that TTL; the script answers
 "paused for w" while it exists, so every worker waits it out. Sends whose reservation was granted
@@ -81,9 +81,10 @@ PAUSE_REFRESH_S = 0.1
 """How stale a PauseGate's view of the pause key may be."""
 
 LATE_S = 0.025
-"""A reservation this process wakes up to more than this late (its loop or host stalled) is not used:
-sent late, it would crowd the sends other processes reserved after it. Dropping it wastes its tokens
-but keeps any one-second window within ``rate * (1 + LATE_S) + burst``."""
+"""A send task that resumes more than this long after its token was due (its loop or host stalled)
+does not use the token: sent late, it would crowd the sends other processes reserved after it. It
+reserves again, once; the second token is used however late, so a process whose loop always lags
+still sends. Dropping tokens wastes them but keeps sends within ``LATE_S`` of their due times."""
 
 
 def default_burst(rate: float) -> int:
@@ -182,7 +183,7 @@ class RateLimiter(_Pausable):
         self.max_batch = min(bursts)
         self._reserve = client.register_script(_RESERVE)
         self.reservations = 0  # round trips made, for benchmarks and metrics
-        self.discarded = 0  # reservations woken too late to use (see LATE_S)
+        self.discarded = 0  # tokens resumed to too late to use (see LATE_S)
         self._batchers: dict[str | None, _Batcher] = {}
 
     async def reserve(self, n: int = 1, sender: str | None = None) -> Grant:
@@ -228,18 +229,23 @@ class _Batcher:
     def __init__(self, limiter: RateLimiter, sender: str | None) -> None:
         self._limiter = limiter
         self._sender = sender
-        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._waiting: deque[tuple[int, asyncio.Future[float]]] = deque()
         self._task: asyncio.Task[None] | None = None
 
     async def take(self, n: int) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((n, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run())
-        await future
+        """Wait for ``n`` tokens; if resumed too late to use them, reserve again once (LATE_S)."""
+        for retry in (False, True):
+            future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            self._waiting.append((n, future))
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._run())
+            due = await future
+            if retry or time.monotonic() - due <= LATE_S:
+                return
+            self._limiter.discarded += n
 
-    def _next_batch(self) -> tuple[list[tuple[int, asyncio.Future[None]]], int]:
-        batch: list[tuple[int, asyncio.Future[None]]] = []
+    def _next_batch(self) -> tuple[list[tuple[int, asyncio.Future[float]]], int]:
+        batch: list[tuple[int, asyncio.Future[float]]] = []
         count = 0
         while self._waiting and count + self._waiting[0][0] <= self._limiter.max_batch:
             n, future = self._waiting.popleft()
@@ -280,14 +286,12 @@ class _Batcher:
                 await asyncio.sleep(grant.wait)
                 continue
             await asyncio.sleep(grant.wait)
-            late = time.monotonic() - due > LATE_S
-            if late or self._limiter.paused_for() > 0:  # a stalled process, or it met a 429 meanwhile
-                self._limiter.discarded += late
+            if self._limiter.paused_for() > 0:  # this process met a 429 meanwhile
                 self._waiting.extendleft(reversed(batch))
                 continue
             for _, future in batch:
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(due)
 
 
 Throttle = RateLimiter | PauseGate
