@@ -13,7 +13,7 @@ import phonenumbers
 from leadctl.errors import InputError, UsageError
 from leadctl.ingest.columns import ColumnMap, Layout
 from leadctl.ingest.normalise import Invalid, normalise_channel, normalise_email, normalise_phone
-from leadctl.ingest.readers import Records, read_records
+from leadctl.ingest.readers import CHUNK_LINES, Chunk, ChunkFormat, Item, Row, expand, read_records
 from leadctl.ingest.rejects import Code
 from leadctl.ingest.sources import Source, open_source
 from leadctl.leads import Lead, Reject
@@ -46,14 +46,43 @@ class ParseOptions:
     region: str = "BR"
 
 
-def parse_leads(
-    source: str | Path, options: ParseOptions, config_columns: dict[str, str] | None = None
-) -> Iterator[Lead | Reject]:
-    """Lead | Reject for every data row of ``source`` ('-' for stdin), in file order.
+@dataclass(slots=True)
+class LeadFile:
+    """An opened lead file: its body, read lazily in this process as records and Chunks of records
+    (split by ``format``), and the ``parser`` that turns one record into a Lead or a Reject. Both
+    are picklable, so the Chunks and records can be parsed in another process."""
 
-    Raises InputError now (not on first iteration) when the file as a whole is unusable, and
-    UsageError for a bad option; a file that stops being readable half-way raises InputError.
-    """
+    source: Source
+    columns: list[str]
+    parser: RowParser
+    format: ChunkFormat | None
+    _items: Iterator[Item]
+
+    def records(self) -> Iterator[Item]:
+        """Records (line, keys, values), Rejects and Chunks in file order; InputError when the file
+        stops being readable."""
+        line = 0
+        try:
+            for item in self._items:
+                line = item.first + item.lines - 1 if isinstance(item, Chunk) else _line_of(item)
+                yield item
+        except _UNREADABLE as exc:
+            raise _unreadable(self.source.name, exc, line) from None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.source.closer.close()
+
+
+def open_leads(
+    source: str | Path,
+    options: ParseOptions,
+    config_columns: dict[str, str] | None = None,
+    chunk_lines: int = CHUNK_LINES,
+) -> LeadFile:
+    """Open ``source`` ('-' for stdin) and read its header; InputError when it is unusable as a whole,
+    UsageError for a bad option. The body comes in Chunks of about ``chunk_lines`` lines."""
     region = options.region.upper()
     if not phonenumbers.country_code_for_region(region):
         raise UsageError(f"unknown region {options.region!r} (an ISO country code such as BR)")
@@ -65,7 +94,7 @@ def parse_leads(
     columns = ColumnMap(config_columns, options.mapping)
     opened = open_source(source, options.format, options.encoding)
     try:
-        records = read_records(opened, options.delimiter, options.no_headers, options.columns)
+        records = read_records(opened, options.delimiter, options.no_headers, options.columns, chunk_lines)
         contacts = columns.layout(records.columns)
         if records.columns and contacts.phone is None and contacts.email is None:
             raise InputError(
@@ -77,23 +106,29 @@ def parse_leads(
     except BaseException:
         opened.closer.close()
         raise
-    rows = _RowParser(columns, region, channel, options.campaign or opened.stem, opened.name)
-    return _parse(opened, records, rows)
+    parser = RowParser(columns, region, channel, options.campaign or opened.stem, opened.name)
+    return LeadFile(opened, records.columns, parser, records.format, records.items)
 
 
-def _parse(source: Source, records: Records, rows: _RowParser) -> Iterator[Lead | Reject]:
-    line = 0
-    try:
-        for record in records.rows:
-            if isinstance(record, Reject):
-                yield record
-            else:
-                line = record[0]
-                yield rows.parse(*record)
-    except _UNREADABLE as exc:
-        raise _unreadable(source.name, exc, line) from None
-    finally:
-        source.closer.close()
+def parse_leads(
+    source: str | Path, options: ParseOptions, config_columns: dict[str, str] | None = None
+) -> Iterator[Lead | Reject]:
+    """Lead | Reject for every data row of ``source`` ('-' for stdin), in file order.
+
+    Raises InputError now (not on first iteration) when the file as a whole is unusable, and
+    UsageError for a bad option; a file that stops being readable half-way raises InputError.
+    """
+    return _parse(open_leads(source, options, config_columns))
+
+
+def _parse(lead_file: LeadFile) -> Iterator[Lead | Reject]:
+    parse = lead_file.parser.parse
+    for record in expand(lead_file.records(), lead_file.format):
+        yield record if isinstance(record, Reject) else parse(*record)
+
+
+def _line_of(record: Row | Reject) -> int:
+    return record.line if isinstance(record, Reject) else record[0]
 
 
 def _unreadable(name: str, error: Exception, line: int) -> InputError:
@@ -106,7 +141,7 @@ def _unreadable(name: str, error: Exception, line: int) -> InputError:
     return InputError(f"{name}: cannot read{where}: {error}")
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
     """A cell as stripped text; JSON numbers as their digits, null as empty."""
     if isinstance(value, str):
         return value.strip()
@@ -117,7 +152,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-class _RowParser:
+class RowParser:
     """One row (keys and values) -> Lead or Reject."""
 
     def __init__(self, columns: ColumnMap, region: str, channel: str | None, campaign: str, source: str):
@@ -132,19 +167,19 @@ class _RowParser:
         layout = self._layouts.get(keys)
         if layout is None:
             layout = self._layouts[keys] = self._columns.layout(keys)
-        phone_raw = _text(values[layout.phone]) if layout.phone is not None else ""
-        email_raw = _text(values[layout.email]) if layout.email is not None else ""
+        phone_raw = text_of(values[layout.phone]) if layout.phone is not None else ""
+        email_raw = text_of(values[layout.email]) if layout.email is not None else ""
         channel = self._channel
         if layout.channel is not None:
-            channel_raw = _text(values[layout.channel])
+            channel_raw = text_of(values[layout.channel])
             if channel_raw:
                 channel = normalise_channel(channel_raw)
                 if channel is None:
                     message = f"unknown channel {channel_raw!r} (known: sms, whatsapp, email)"
-                    return self._reject(line, Code.UNKNOWN_CHANNEL, message, keys, values)
+                    return self.reject(line, Code.UNKNOWN_CHANNEL, message, keys, values)
         if channel is None:
             if not phone_raw and not email_raw:
-                return self._reject(
+                return self.reject(
                     line, Code.MISSING_CONTACT, "the row has no phone and no email", keys, values
                 )
             channel = "sms" if phone_raw else "email"
@@ -155,35 +190,35 @@ class _RowParser:
             result = normalise_phone(phone_raw, self._region)
             if result.__class__ is Invalid:
                 if channel in _PHONE_CHANNELS:
-                    return self._reject(line, Code.INVALID_PHONE, result[0], keys, values)
+                    return self.reject(line, Code.INVALID_PHONE, result[0], keys, values)
                 flags.append("invalid_phone")
             else:
                 phone, landline, repaired = result
                 if landline and channel in _PHONE_CHANNELS:
                     message = f"{phone} is a landline; it cannot receive {channel}"
-                    return self._reject(line, Code.LANDLINE, message, keys, values)
+                    return self.reject(line, Code.LANDLINE, message, keys, values)
                 if repaired:
                     flags.append("added_ninth_digit")
         if email_raw:
             result = normalise_email(email_raw)
             if result.__class__ is Invalid:
                 if channel == "email":
-                    return self._reject(line, Code.INVALID_EMAIL, f"email: {result[0]}", keys, values)
+                    return self.reject(line, Code.INVALID_EMAIL, f"email: {result[0]}", keys, values)
                 flags.append("invalid_email")
             else:
                 email = result
         contact = email if channel == "email" else phone
         if contact is None:
             wanted = "an email" if channel == "email" else "a phone"
-            return self._reject(
+            return self.reject(
                 line, Code.MISSING_CONTACT, f"{channel} needs {wanted}; the row has none", keys, values
             )
 
-        campaign = _text(values[layout.campaign]) if layout.campaign is not None else ""
+        campaign = text_of(values[layout.campaign]) if layout.campaign is not None else ""
         return Lead(
             channel=channel,
             contact=contact,
-            name=_text(values[layout.name]) if layout.name is not None else "",
+            name=text_of(values[layout.name]) if layout.name is not None else "",
             campaign=campaign or self._campaign,
             line=line,
             phone=phone,
@@ -192,7 +227,8 @@ class _RowParser:
             flags=tuple(flags),
         )
 
-    def _reject(
+    def reject(
         self, line: int, code: str, message: str, keys: tuple[str, ...], values: Sequence[Any]
     ) -> Reject:
+        """The row as a Reject: its line, a Code, a message and its original fields."""
         return Reject(line, code, message, dict(zip(keys, values, strict=True)), self._source)

@@ -3,11 +3,17 @@
 Each record comes with the physical line it starts on (header = line 1; a JSON array's records are
 numbered from 1), its keys and its values. Rows that cannot be read (ragged, a quote never closed,
 a field over the size limit, broken JSON) come as Rejects so the rest of the file still loads.
+
+The body of a CSV or NDJSON file is read here as Chunks: runs of whole physical lines cut only at
+record boundaries (a line holding a quote is followed to the end of its record), so that splitting a
+chunk into records (``split_chunk``) can run in another process and give exactly what reading the
+file in one go gives.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,34 +29,79 @@ from leadctl.leads import Reject
 FIELD_LIMIT = 32 << 20
 DELIMITERS = (",", ";", "\t", "|")
 NDJSON_PEEK = 100
+CHUNK_LINES = 1000
 _SNIFF_ROWS = 20
 
 Row = tuple[int, tuple[str, ...], Sequence[Any]]
 """A record: the line it starts on, its keys, its values (in key order)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """``lines`` physical lines of a CSV or NDJSON file from line ``first`` on, whole records only."""
+
+    first: int
+    lines: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFormat:
+    """How a file's Chunks split into records: ``kind`` csv (with its delimiter and header) or ndjson."""
+
+    kind: str
+    name: str
+    delimiter: str = ","
+    header: tuple[str, ...] = ()
+
+
+Item = Row | Reject | Chunk
+
+
 @dataclass(slots=True)
 class Records:
-    """The columns a file declares (CSV header, or the keys of its first JSON records) and its rows."""
+    """The columns a file declares (CSV header, or the keys of its first JSON records) and its body:
+    records and Chunks of records, in file order (``format`` says how to split the Chunks)."""
 
     columns: list[str]
-    rows: Iterator[Row | Reject]
+    items: Iterator[Item]
+    format: ChunkFormat | None = None
+
+    @property
+    def rows(self) -> Iterator[Row | Reject]:
+        """The records, Chunks split here."""
+        return expand(self.items, self.format)
+
+
+def expand(items: Iterable[Item], format: ChunkFormat | None) -> Iterator[Row | Reject]:
+    """Records and Chunks -> records."""
+    for item in items:
+        if isinstance(item, Chunk):
+            assert format is not None
+            yield from split_chunk(format, item)
+        else:
+            yield item
 
 
 def read_records(
-    source: Source, delimiter: str | None = None, no_headers: bool = False, names: Sequence[str] | None = None
+    source: Source,
+    delimiter: str | None = None,
+    no_headers: bool = False,
+    names: Sequence[str] | None = None,
+    chunk_lines: int = CHUNK_LINES,
 ) -> Records:
-    """Records of ``source``; the header (or the first NDJSON lines) is read now, the rest lazily."""
+    """Records of ``source``; the header (or the first NDJSON lines) is read now, the rest lazily in
+    Chunks of about ``chunk_lines`` lines."""
     if source.format == "json":
         return _json(source)
     if source.format == "ndjson":
-        return _ndjson(source)
+        return _ndjson(source, chunk_lines)
     if delimiter is None:
         delimiter = "\t" if source.format == "tsv" else sniff_delimiter(source.sample)
     delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
     if len(delimiter) != 1:
         raise UsageError(f"the delimiter must be one character, not {delimiter!r}")
-    return _csv(source, delimiter, no_headers, names)
+    return _csv(source, delimiter, no_headers, names, chunk_lines)
 
 
 def sniff_delimiter(sample: str) -> str:
@@ -75,21 +126,142 @@ def sniff_delimiter(sample: str) -> str:
     return best
 
 
-def _csv(source: Source, delimiter: str, no_headers: bool, names: Sequence[str] | None) -> Records:
-    csv.field_size_limit(FIELD_LIMIT)
-    records = _physical_records(source, delimiter)
-    first = next(records, None)
+def _csv(
+    source: Source, delimiter: str, no_headers: bool, names: Sequence[str] | None, chunk_lines: int
+) -> Records:
+    items = _csv_chunks(source.text, delimiter, source.name, chunk_lines)
+    first = _first_record(items, delimiter, source.name)
     if first is None:
         raise InputError(f"{source.name}: the file is empty")
+    opening: list[Row | Reject] = []
     if no_headers:
         width = len(names) if names else len(first[1]) if not isinstance(first, Reject) else 0
         header = _clean_header(names or [f"column_{i}" for i in range(1, width + 1)])
-        records = itertools.chain([first], records)
+        opening = list(_checked_width([first], header, source.name))
     elif isinstance(first, Reject):
         raise InputError(f"{source.name} line {first.line}: cannot read the header: {first.message}")
     else:
         header = _clean_header(first[1])
-    return Records(list(header), _checked_width(records, header, source.name))
+    format = ChunkFormat("csv", source.name, delimiter, header)
+    return Records(list(header), itertools.chain(opening, items), format)
+
+
+def _first_record(
+    items: Iterator[Chunk | Reject], delimiter: str, name: str
+) -> tuple[int, list[str]] | Reject | None:
+    """The first record of a CSV file (its header, unless it has none); None when there is none."""
+    for item in items:
+        if isinstance(item, Reject):
+            return item
+        record = next(_physical_records(_lines(item.text), delimiter, name, item.first - 1), None)
+        if record is not None:
+            return record
+    return None
+
+
+def _lines(text: str) -> io.StringIO:
+    """A text's physical lines, split as a file opened with newline='' splits them."""
+    return io.StringIO(text, newline="")
+
+
+def split_chunk(format: ChunkFormat, chunk: Chunk) -> Iterator[Row | Reject]:
+    """The records of one Chunk, exactly as reading the whole file would give them."""
+    if format.kind == "ndjson":
+        yield from _ndjson_rows(_lines(chunk.text), chunk.first, format.name)
+        return
+    csv.field_size_limit(FIELD_LIMIT)
+    header, width = format.header, len(format.header)
+    if '"' not in chunk.text:  # one record per line
+        try:
+            rows = list(csv.reader(_lines(chunk.text), delimiter=format.delimiter, strict=True))
+        except csv.Error:  # a field over the limit: the careful path below says which
+            pass
+        else:
+            for line, fields in enumerate(rows, chunk.first):
+                if len(fields) == width:
+                    if any(fields):
+                        yield line, header, fields
+                elif any(fields):
+                    yield _ragged(line, fields, width, format.name)
+            return
+    records = _physical_records(_lines(chunk.text), format.delimiter, format.name, chunk.first - 1)
+    yield from _checked_width(records, header, format.name)
+
+
+class _Lines:
+    """An iterator of lines that counts them and takes lines back."""
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self._back: list[str] = []
+        self.number = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._back.pop() if self._back else next(self._lines)
+        self.number += 1
+        return line
+
+    def give_back(self, lines: list[str]) -> None:
+        self._back.extend(reversed(lines))
+        self.number -= len(lines)
+
+
+def _csv_chunks(text: Iterable[str], delimiter: str, name: str, size: int) -> Iterator[Chunk | Reject]:
+    """A CSV file's lines as Chunks of about ``size`` lines cut between records, the first record
+    alone in the first Chunk. A record the csv module refuses becomes a Reject for its first line
+    (between Chunks), and reading resumes on the next line."""
+    lines = _Lines(text)
+    buffer: list[str] = []
+    start = 1
+    seen_record = False
+    try:
+        for line in lines:
+            if '"' in line:
+                taken: list[str] = []
+                reader = csv.reader(_following(line, lines, taken), delimiter=delimiter, strict=True)
+                try:
+                    fields = next(reader)
+                except csv.Error as exc:
+                    lines.give_back(taken)
+                    if buffer:
+                        yield Chunk(start, len(buffer), "".join(buffer))
+                        buffer = []
+                    yield Reject(lines.number, *_csv_problem(str(exc)), line.rstrip("\r\n"), name)
+                    start = lines.number + 1
+                    seen_record = True
+                    continue
+                buffer.append(line)
+                buffer.extend(taken)
+                blank = not any(fields)
+            else:
+                buffer.append(line)
+                blank = not line.rstrip("\r\n").replace(delimiter, "")
+            if (not seen_record and not blank) or len(buffer) >= size:
+                seen_record = True
+                yield Chunk(start, len(buffer), "".join(buffer))
+                buffer = []
+                start = lines.number + 1
+    except Exception:  # the file stopped being readable: the lines read before come first
+        if buffer:
+            yield Chunk(start, len(buffer), "".join(buffer))
+        raise
+    if buffer:
+        yield Chunk(start, len(buffer), "".join(buffer))
+
+
+def _following(line: str, lines: Iterator[str], taken: list[str]) -> Iterator[str]:
+    """``line``, then as many of ``lines`` as a reader asks for (kept in ``taken``)."""
+    yield line
+    for more in lines:
+        taken.append(more)
+        yield more
+
+
+def _ragged(line: int, fields: list[str], width: int, name: str) -> Reject:
+    return Reject(line, Code.RAGGED_ROW, f"{len(fields)} fields where the header has {width}", fields, name)
 
 
 def _checked_width(
@@ -104,15 +276,16 @@ def _checked_width(
         if len(fields) == width:
             yield line, header, fields
         else:
-            message = f"{len(fields)} fields where the header has {width}"
-            yield Reject(line, Code.RAGGED_ROW, message, fields, name)
+            yield _ragged(line, fields, width, name)
 
 
-def _physical_records(source: Source, delimiter: str) -> Iterator[tuple[int, list[str]] | Reject]:
-    """Non-blank CSV records with the line each starts on; a record the csv module refuses becomes a
-    Reject for its first line, and reading resumes on the next line."""
-    lines: Iterator[str] = iter(source.text)
-    offset = 0
+def _physical_records(
+    text: Iterable[str], delimiter: str, name: str, offset: int = 0
+) -> Iterator[tuple[int, list[str]] | Reject]:
+    """Non-blank CSV records with the line each starts on (``offset`` lines before the first); a
+    record the csv module refuses becomes a Reject for its first line, and reading resumes on the
+    next line."""
+    lines: Iterator[str] = iter(text)
     while True:
         pending: list[str] = []
         reader = csv.reader(_remember(lines, pending), delimiter=delimiter, strict=True)
@@ -127,9 +300,7 @@ def _physical_records(source: Source, delimiter: str) -> Iterator[tuple[int, lis
             return
         except csv.Error as exc:
             start = offset + end + 1
-            yield Reject(
-                start, *_csv_problem(str(exc)), pending[0].rstrip("\r\n") if pending else None, source.name
-            )
+            yield Reject(start, *_csv_problem(str(exc)), pending[0].rstrip("\r\n") if pending else None, name)
             offset = start
             lines = itertools.chain(pending[1:], lines)
 
@@ -187,29 +358,48 @@ def _json_record(line: int, item: Any, name: str) -> Row | Reject:
     return Reject(line, Code.NOT_AN_OBJECT, "record is not a JSON object", orjson.dumps(item).decode(), name)
 
 
-def _ndjson(source: Source) -> Records:
-    rows = _ndjson_rows(source)
-    peeked = list(itertools.islice(rows, NDJSON_PEEK))
-    found = [row for row in peeked if not isinstance(row, Reject)]
-    broken = [row for row in peeked if isinstance(row, Reject)]
+def _ndjson(source: Source, chunk_lines: int) -> Records:
+    lines = iter(source.text)
+    opening = list(_ndjson_rows(itertools.islice(lines, NDJSON_PEEK), 1, source.name))
+    found = [row for row in opening if not isinstance(row, Reject)]
+    broken = [row for row in opening if isinstance(row, Reject)]
     if broken and not found:
         raise InputError(f"{source.name} line {broken[0].line}: not JSON lines: {broken[0].message}")
     columns = list(dict.fromkeys(key for _, keys, _ in found for key in keys))
-    return Records(columns, itertools.chain(peeked, rows))
+    rest = _line_chunks(lines, NDJSON_PEEK + 1, chunk_lines)
+    return Records(columns, itertools.chain(opening, rest), ChunkFormat("ndjson", source.name))
 
 
-def _ndjson_rows(source: Source) -> Iterator[Row | Reject]:
-    for line, text in enumerate(source.text, 1):
+def _line_chunks(lines: Iterator[str], first: int, size: int) -> Iterator[Chunk]:
+    """Lines as Chunks of ``size``; if reading fails, the lines read before it come first."""
+    buffer: list[str] = []
+    try:
+        for line in lines:
+            buffer.append(line)
+            if len(buffer) >= size:
+                yield Chunk(first, len(buffer), "".join(buffer))
+                first += len(buffer)
+                buffer = []
+    except Exception:
+        if buffer:
+            yield Chunk(first, len(buffer), "".join(buffer))
+        raise
+    if buffer:
+        yield Chunk(first, len(buffer), "".join(buffer))
+
+
+def _ndjson_rows(lines: Iterable[str], first: int, name: str) -> Iterator[Row | Reject]:
+    for line, text in enumerate(lines, first):
         if not text.strip():
             continue
         try:
             value = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
-            yield Reject(line, Code.INVALID_JSON, f"invalid JSON: {exc}", text.rstrip("\r\n"), source.name)
+            yield Reject(line, Code.INVALID_JSON, f"invalid JSON: {exc}", text.rstrip("\r\n"), name)
             continue
         if isinstance(value, dict):
             yield line, tuple(value), tuple(value.values())
         else:
             yield Reject(
-                line, Code.NOT_AN_OBJECT, "line is JSON but not an object", text.rstrip("\r\n"), source.name
+                line, Code.NOT_AN_OBJECT, "line is JSON but not an object", text.rstrip("\r\n"), name
             )

@@ -28,6 +28,7 @@ class Code:
     INVALID_EMAIL = "invalid_email"
     LANDLINE = "landline"
     UNKNOWN_CHANNEL = "unknown_channel"
+    INVALID_CHARACTER = "invalid_character"
 
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

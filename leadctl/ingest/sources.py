@@ -10,8 +10,11 @@ from __future__ import annotations
 import codecs
 import gzip
 import io
+import os
+import stat
 import sys
 import zlib
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +50,11 @@ codecs.register_error(_FALLBACK, _cp1252_fallback)
 
 @dataclass(slots=True)
 class Source:
-    """An opened lead file: its name for messages, its stem, format, text stream and decoded start."""
+    """An opened lead file: its name for messages, its stem, format, text stream and decoded start.
+
+    ``size`` is the file's size on disk (compressed for .gz; None for a pipe) and ``position()`` how
+    many of those bytes were read so far: together they give a progress bar its ETA.
+    """
 
     name: str
     stem: str
@@ -55,6 +62,8 @@ class Source:
     text: TextIO
     sample: str
     closer: ExitStack
+    size: int | None = None
+    position: Callable[[], int] | None = None
 
 
 class _Rewound(io.RawIOBase):
@@ -90,6 +99,7 @@ def open_source(source: str | Path, format: str | None = None, encoding: str | N
     closer = ExitStack()
     try:
         raw = _stdin() if is_stdin else _open_file(source, name, closer)
+        size, position = _extent(raw)
         try:
             head = raw.read(SAMPLE_BYTES)
             if head[:2] == b"\x1f\x8b":
@@ -105,7 +115,7 @@ def open_source(source: str | Path, format: str | None = None, encoding: str | N
         text = io.TextIOWrapper(binary, encoding=encoding, errors=errors, newline="")
         base = Path(name).name.removesuffix(".gz")
         chosen = format or _EXTENSIONS.get(Path(base).suffix.lower()) or _sniff_format(sample)
-        return Source(name, Path(base).stem, chosen, text, sample, closer)
+        return Source(name, Path(base).stem, chosen, text, sample, closer, size, position)
     except BaseException:
         closer.close()
         raise
@@ -114,6 +124,26 @@ def open_source(source: str | Path, format: str | None = None, encoding: str | N
 def _stdin() -> io.BufferedIOBase:
     buffer = getattr(sys.stdin, "buffer", None)
     return buffer if buffer is not None else io.BytesIO(sys.stdin.read().encode())
+
+
+def _extent(raw: io.BufferedIOBase) -> tuple[int | None, Callable[[], int] | None]:
+    """The size and read position of a regular file (stdin redirected from one included)."""
+    try:
+        info = os.fstat(raw.fileno())
+        raw.tell()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None, None
+    if not stat.S_ISREG(info.st_mode):
+        return None, None
+    size = info.st_size
+
+    def position() -> int:
+        try:
+            return raw.tell()
+        except (OSError, ValueError):  # closed: read to the end
+            return size
+
+    return size, position
 
 
 def _open_file(source: str | Path, name: str, closer: ExitStack) -> io.BufferedIOBase:

@@ -1,4 +1,10 @@
-"""Recording accepted leads in bulk: COPY into a staging table, then one INSERT that de-duplicates."""
+"""Recording accepted leads in bulk: COPY into a staging table, then one INSERT that de-duplicates.
+
+The INSERT skips contacts already recorded on their channel (``ON CONFLICT DO NOTHING``: a
+duplicate, whether earlier in the same batch, in an earlier batch or in an earlier ingest), gives
+each new lead its ``deliveries`` row (``queued``, or ``suppressed`` when its contact is on the
+suppression list) and returns the new leads, all in one transaction.
+"""
 
 from __future__ import annotations
 
@@ -11,35 +17,48 @@ import psycopg
 from leadctl.leads import Lead
 from leadctl.store.migrations import quoted_schema
 
+COPY_COLUMNS = ("channel", "contact", "name", "phone", "email", "fields", "campaign", "source_line")
+"""The staging table's columns, in the order of ``record_csv``'s CSV fields."""
+
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS lead_stage (
     channel text, contact text, name text, phone text, email text,
-    fields jsonb, campaign text, source text, source_line integer
+    fields jsonb, campaign text, source_line integer
 ) ON COMMIT DELETE ROWS
 """
 
-_COPY = (
-    "COPY lead_stage (channel, contact, name, phone, email, fields, campaign, source, source_line) FROM STDIN"
-)
+_COPY = f"COPY lead_stage ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+_COPY_CSV = f"{_COPY} (FORMAT csv)"
 
-_INSERT = """
+# The suppression list is probed only when it is not empty (an InitPlan run once per statement).
+_RECORD = """
 WITH new AS (
     INSERT INTO {schema}.leads (channel, contact, name, phone, email, fields, campaign, source, source_line)
-    SELECT channel, contact, name, phone, email, fields, campaign, source, source_line FROM lead_stage
+    SELECT channel, contact, coalesce(name, ''), phone, email, fields, coalesce(campaign, ''),
+           %(source)s, source_line
+    FROM lead_stage
     ON CONFLICT (channel, contact) DO NOTHING
     RETURNING id, channel, contact, campaign
 ), marked AS (
-    SELECT new.*, EXISTS (
-        SELECT 1 FROM {schema}.suppressions s
+    SELECT new.*, CASE WHEN (SELECT EXISTS (SELECT FROM {schema}.suppressions)) THEN EXISTS (
+        SELECT FROM {schema}.suppressions s
         WHERE s.contact = new.contact AND s.channel IN (new.channel, '*')
-    ) AS suppressed
+    ) ELSE false END AS suppressed
     FROM new
 ), delivery AS (
     INSERT INTO {schema}.deliveries (lead_id, channel, campaign, status)
     SELECT id, channel, campaign, CASE WHEN suppressed THEN 'suppressed' ELSE 'queued' END FROM marked
 )
-SELECT id, channel, suppressed FROM marked
 """
+
+_EACH = _RECORD + "SELECT id, channel, suppressed FROM marked ORDER BY id"
+
+_PER_CHANNEL = (
+    _RECORD
+    + """SELECT channel, count(*), count(*) FILTER (WHERE suppressed),
+       coalesce(string_agg(id::text, ',' ORDER BY id) FILTER (WHERE NOT suppressed), '')
+FROM marked GROUP BY channel"""
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +70,24 @@ class RecordedLead:
     suppressed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The new leads of one batch on one channel: how many, how many suppressed, and the ids to
+    queue (the others) as comma-separated text in id order."""
+
+    channel: str
+    new: int
+    suppressed: int
+    to_queue: str
+
+
 class LeadWriter:
     """Writes batches of leads for one namespace; duplicates of earlier leads are skipped by the database."""
 
     def __init__(self, namespace: str) -> None:
-        self._insert = _INSERT.format(schema=quoted_schema(namespace))
+        schema = quoted_schema(namespace)
+        self._each = _EACH.format(schema=schema)
+        self._per_channel = _PER_CHANNEL.format(schema=schema)
 
     def record(self, conn: psycopg.Connection, leads: Sequence[Lead], source: str) -> list[RecordedLead]:
         """Record ``leads`` in one transaction; return those that were new (the rest were duplicates)."""
@@ -74,9 +106,21 @@ class LeadWriter:
                             lead.email,
                             orjson.dumps(lead.fields).decode(),
                             lead.campaign,
-                            source,
                             lead.line,
                         )
                     )
-            cur.execute(self._insert)
+            cur.execute(self._each, {"source": source})
             return [RecordedLead(row[0], row[1], row[2]) for row in cur.fetchall()]
+
+    def record_csv(self, conn: psycopg.Connection, data: str, source: str) -> list[Recorded]:
+        """Record leads given as CSV rows of ``COPY_COLUMNS`` (an empty field is NULL) in one
+        transaction; return what was new, per channel. The bulk path of ``leadctl ingest``: no
+        Python object per lead on this side."""
+        if not data:
+            return []
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(_STAGE)
+            with cur.copy(_COPY_CSV) as copy:
+                copy.write(data)
+            cur.execute(self._per_channel, {"source": source})
+            return [Recorded(*row) for row in cur.fetchall()]
