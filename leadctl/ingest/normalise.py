@@ -183,3 +183,12 @@ def _email_domain(domain: str) -> str | None:
 def normalise_channel(value: str) -> str | None:
     """'WhatsApp', 'zap', 'E-mail', 'SMS' -> whatsapp | email | sms; None when unknown."""
     return _CHANNELS.get(column_key(value))
+
+
+def normalise_contact(value: str, region: str) -> str | Invalid:
+    """A phone or an email as typed (an email has an @) -> the contact ingest would store for it."""
+    value = value.strip()
+    if "@" in value:
+        return normalise_email(value)
+    result = normalise_phone(value, region)
+    return result if isinstance(result, Invalid) else result.e164
