@@ -225,18 +225,25 @@ class Worker:
             rendered.html,
             variables,
         )
-        attempts = 0
+        attempts = 1
         call = Call()
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(channel.max_attempts),
-                wait=_wait(channel.retry_initial_ms / 1000, channel.retry_max_ms / 1000),
-                retry=retry_if_exception(_is_transient),
-                reraise=True,
-            ):
-                with attempt:
-                    attempts += 1
-                    result = await self.provider.send(message, call)
+            try:  # the common case, first try, without the retry machinery's cost
+                result = await self.provider.send(message, call)
+            except ProviderError as first:
+                if not _is_transient(first) or channel.max_attempts < 2:
+                    raise
+                initial, maximum = channel.retry_initial_ms / 1000, channel.retry_max_ms / 1000
+                await asyncio.sleep(_retry_delay(first, 1, initial, maximum))
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(channel.max_attempts - 1),
+                    wait=_wait(initial, maximum, done=1),
+                    retry=retry_if_exception(_is_transient),
+                    reraise=True,
+                ):
+                    with attempt:
+                        attempts += 1
+                        result = await self.provider.send(message, call)
         except asyncio.CancelledError:  # the shutdown grace period ran out
             if not call.in_request:  # waiting for a token or between attempts: certainly not sent
                 return Outcome(lead.lead_id, "queued", extra_attempts=-1)
@@ -425,14 +432,18 @@ class _Backoff:
             await asyncio.wait_for(stop.wait(), timeout=self.delay)
 
 
-def _wait(initial: float, maximum: float):
-    """Exponential backoff with full jitter, never shorter than the provider's Retry-After."""
+def _retry_delay(exc: BaseException | None, failed: int, initial: float, maximum: float) -> float:
+    """Exponential backoff with full jitter after ``failed`` attempts, never shorter than Retry-After."""
+    retry_after = getattr(exc, "retry_after", None) or 0.0
+    return max(retry_after, random.uniform(0, min(maximum, initial * 2 ** (failed - 1))))
+
+
+def _wait(initial: float, maximum: float, done: int = 0):
+    """A tenacity wait for _retry_delay; ``done`` attempts were made before tenacity took over."""
 
     def wait(retry_state) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        retry_after = getattr(exc, "retry_after", None) or 0.0
-        backoff = random.uniform(0, min(maximum, initial * 2 ** (retry_state.attempt_number - 1)))
-        return max(retry_after, backoff)
+        return _retry_delay(exc, retry_state.attempt_number + done, initial, maximum)
 
     return wait
 
