@@ -736,3 +736,31 @@ def test_rejects_writer_json_rows_and_broken_lines(tmp_path):
     assert rows[0] == ["line", "reason_code", "message", "phone", "extra"]
     assert rows[1][:2] == ["1", "invalid_phone"] and rows[1][3:] == ["1", '{"a":1}']
     assert rows[2][:2] == ["2", "invalid_json"] and rows[2][3:] == ["not json"]
+
+
+def test_number_type_agrees_with_the_library():
+    rng = random.Random(11)
+    checked = 0
+    for region in ("BR", "PT", "DE", "FR", "JP", "AR", "MX", "CL", "ES", "IN"):
+        code = phonenumbers.country_code_for_region(region)
+        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE, None):
+            example = phonenumbers.example_number_for_type(region, kind) if kind else None
+            base = (
+                str(example.national_number)
+                if example
+                else "".join(rng.choice("123456789") for _ in range(10))
+            )
+            for _ in range(300):
+                cut = rng.randint(1, len(base))
+                national = base[:cut] + "".join(
+                    rng.choice("0123456789") for _ in range(rng.randint(0, 12 - cut // 2))
+                )
+                if not national or national[0] == "0":
+                    continue
+                number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+                assert normalise._number_type(code, national) == phonenumbers.number_type(number), (
+                    region,
+                    national,
+                )
+                checked += 1
+    assert checked > 5000

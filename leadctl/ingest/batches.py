@@ -1,16 +1,15 @@
 """One batch of raw records -> what the store needs: COPY data per writer, rejects, counts.
 
 ``parse_batch`` is what a parse worker process runs (or the main process, for small inputs): its
-arguments and its result are small picklable objects, and the accepted leads leave it as CSV text
-for PostgreSQL's COPY, not as one Python object each. A lead goes to the writer chosen by a hash of
-its contact, so every occurrence of a contact is written by the same writer, in file order.
+arguments and its result are small picklable objects, and the accepted leads leave it as lines of
+PostgreSQL's COPY text format, not as one Python object each. A lead goes to the writer chosen by a
+hash of its contact, so every occurrence of a contact is written by the same writer, in file order.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
+import re
 import time
 import zlib
 from collections import Counter
@@ -25,14 +24,17 @@ from leadctl.ingest.rejects import Code
 from leadctl.leads import Lead, Reject
 
 _NUL = "a field holds a NUL character, which PostgreSQL cannot store"
+_NULL = "\\N"
+_TABS = 7  # separators of a COPY line of store.leads.COPY_COLUMNS
+_ESCAPED = re.compile(r"[\\\n\r]")  # what COPY's text format escapes, besides tabs
 
 
 @dataclass(slots=True)
 class ParsedBatch:
     """The outcome of one batch: ``rows`` data rows, of which ``len(rejects)`` were rejected.
 
-    ``parts[i]`` holds ``leads[i]`` leads as CSV rows of store.leads.COPY_COLUMNS for writer i
-    (no parts for a dry run). ``keys`` (when asked) is 8 bytes per lead identifying (channel,
+    ``parts[i]`` holds ``leads[i]`` leads as COPY text lines of store.leads.COPY_COLUMNS for writer
+    i (no parts for a dry run). ``keys`` (when asked) is 8 bytes per lead identifying (channel,
     contact). ``cpu_s`` is the CPU time the parsing took.
     """
 
@@ -58,9 +60,9 @@ def parse_batch(
     parser: RowParser, items: list[Item], format: ChunkFormat | None, parts: int, with_keys: bool
 ) -> ParsedBatch:
     """Parse ``items`` (records, Chunks of records split by ``format``, rows the reader rejected)
-    into a ParsedBatch with ``parts`` CSV texts (0: validate only) and, if ``with_keys``, the leads'
-    contact keys."""
-    rows_of: list[list[tuple[Any, ...]]] = [[] for _ in range(parts)]
+    into a ParsedBatch with ``parts`` COPY texts (0: validate only) and, if ``with_keys``, the
+    leads' contact keys."""
+    lines_of: list[list[str]] = [[] for _ in range(parts)]
     rejects: list[Reject] = []
     flags: Counter[str] = Counter()
     keys: list[bytes] = []
@@ -85,32 +87,31 @@ def parse_batch(
             continue
         if parts:
             part = zlib.crc32(lead.contact.encode()) % parts if parts > 1 else 0
-            rows_of[part].append(
-                (
-                    lead.channel,
-                    lead.contact,
-                    lead.name,
-                    lead.phone,
-                    lead.email,
-                    fields,
-                    lead.campaign,
-                    lead.line,
-                )
-            )
+            lines_of[part].append(_copy_line(lead, fields))
         if lead.flags:
             flags.update(lead.flags)
         if with_keys:
             keys.append(contact_key(lead.channel, lead.contact))
-    texts = [_csv_text(part_rows) for part_rows in rows_of]
-    counts = [len(part_rows) for part_rows in rows_of]
+    texts = ["".join(lines) for lines in lines_of]
+    counts = [len(lines) for lines in lines_of]
     cpu_s = time.thread_time() - started
     return ParsedBatch(rows, rejects, texts, counts, flags, b"".join(keys), cpu_s)
 
 
-def _csv_text(rows: list[tuple[Any, ...]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
+def _copy_line(lead: Lead, fields: str) -> str:
+    """The lead as one line of COPY's text format (tab-separated, \\N for NULL, escapes)."""
+    line = (
+        f"{lead.channel}\t{lead.contact}\t{lead.name}\t{lead.phone or _NULL}\t{lead.email or _NULL}\t"
+        f"{fields}\t{lead.campaign}\t{lead.line}\n"
+    )
+    if line.count("\t") == _TABS and not _ESCAPED.search(line, 0, len(line) - 1):
+        return line
+    values = (lead.channel, lead.contact, lead.name, lead.phone, lead.email, fields, lead.campaign)
+    return "\t".join(_NULL if v is None else _escape(v) for v in values) + f"\t{lead.line}\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _has_nul(value: Any) -> bool:

@@ -186,15 +186,16 @@ def run_ingest(
     env: dict[str, str],
     redis_url: str,
     database_url: str,
+    args: Sequence[str] = (),
 ) -> RunResult:
-    """Run ``command --quiet ingest PATH --json`` in a fresh namespace (dropped afterwards)."""
+    """Run ``command --quiet ingest PATH --json ARGS`` in a fresh namespace (dropped afterwards)."""
     namespace = f"bench_{uuid.uuid4().hex[:10]}"
     client = redis.Redis.from_url(redis_url)
     env = {**env, "LEADCTL_NAMESPACE": namespace}
     redis_before = _redis_cpu(client)
     started = time.perf_counter()
     process = psutil.Popen(
-        [*command, "--quiet", "ingest", str(path), "--json"],
+        [*command, "--quiet", "ingest", str(path), "--json", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

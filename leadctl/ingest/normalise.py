@@ -1,21 +1,30 @@
 """Normalise contact values: phones to E.164 (phonenumbers), emails (email-validator), channel names.
 
-Every function is cached: lead files repeat domains, channels and often numbers. Values that are
-already in their canonical shape take a fast path that still validates them against the library's
-metadata, and fall back to the full parser on anything unusual; tests check both paths agree.
+What lead files repeat is cached (email domains, channel names, per-country metadata); whole phones
+and emails are not: they are nearly all distinct, and a cache miss costs more than the rare hit
+saves. Values that are already in their canonical shape take a fast path that still validates them
+against the library's metadata, and fall back to the full parser on anything unusual; tests check
+both paths agree.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache, lru_cache
 from typing import NamedTuple
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
-from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, PhoneNumberType, ValidationResult
-from phonenumbers.phonenumberutil import _number_type_helper
+from phonenumbers import (
+    NumberParseException,
+    PhoneMetadata,
+    PhoneNumber,
+    PhoneNumberDesc,
+    PhoneNumberType,
+    ValidationResult,
+)
 
 from leadctl.ingest.columns import column_key
 
@@ -63,7 +72,6 @@ class Invalid(NamedTuple):
     message: str
 
 
-@lru_cache(maxsize=1 << 16)
 def normalise_phone(value: str, region: str) -> Phone | Invalid:
     """A phone as typed ('(11) 98765-4321', '+55 11 98765 4321') -> Phone, or Invalid saying why."""
     digits = value.translate(_FORMATTING)
@@ -122,13 +130,69 @@ def _classify(code: int, national: str, number: PhoneNumber | None = None) -> Ph
 
 def _number_type(code: int, national: str, number: PhoneNumber | None = None) -> int:
     """phonenumbers.number_type, without building a PhoneNumber when the code has one region (+55):
-    the same metadata through the same helper, at a third of the cost."""
-    metadata = _single_region_metadata(code)
-    if metadata is not None:
-        return _number_type_helper(national, metadata)
+    the same metadata and the same steps as phonenumbers' _number_type_helper, with each pattern
+    compiled once, at a fifth of the cost."""
+    classify = _classifier(code)
+    if classify is not None:
+        return classify(national)
     if number is None:
         number = PhoneNumber(country_code=code, national_number=int(national))
     return phonenumbers.number_type(number)
+
+
+_Matcher = Callable[[str], bool]
+_SPECIAL_TYPES = (
+    ("premium_rate", PhoneNumberType.PREMIUM_RATE),
+    ("toll_free", PhoneNumberType.TOLL_FREE),
+    ("shared_cost", PhoneNumberType.SHARED_COST),
+    ("voip", PhoneNumberType.VOIP),
+    ("personal_number", PhoneNumberType.PERSONAL_NUMBER),
+    ("pager", PhoneNumberType.PAGER),
+    ("uan", PhoneNumberType.UAN),
+    ("voicemail", PhoneNumberType.VOICEMAIL),
+)
+
+
+def _matcher(desc: PhoneNumberDesc | None) -> _Matcher:
+    """phonenumbers' _is_number_matching_desc for one desc: its possible lengths, then its pattern."""
+    if desc is None or not desc.national_number_pattern:
+        return lambda national: False
+    lengths = frozenset(desc.possible_length)
+    fullmatch = re.compile(desc.national_number_pattern).fullmatch
+    if not lengths:
+        return lambda national: fullmatch(national) is not None
+    return lambda national: len(national) in lengths and fullmatch(national) is not None
+
+
+@cache
+def _classifier(code: int) -> Callable[[str], int] | None:
+    """The number type of a national number of a single-region country code, as phonenumbers'
+    _number_type_helper decides it; None for shared codes (+1, +7...)."""
+    metadata = _single_region_metadata(code)
+    if metadata is None:
+        return None
+    general = _matcher(metadata.general_desc)
+    special = [(_matcher(getattr(metadata, name)), kind) for name, kind in _SPECIAL_TYPES]
+    fixed_line, mobile = _matcher(metadata.fixed_line), _matcher(metadata.mobile)
+    same = metadata.same_mobile_and_fixed_line_pattern
+
+    def classify(national: str) -> int:
+        if not general(national):
+            return PhoneNumberType.UNKNOWN
+        for matches, kind in special:
+            if matches(national):
+                return kind
+        if fixed_line(national):
+            return (
+                PhoneNumberType.FIXED_LINE_OR_MOBILE
+                if same or mobile(national)
+                else PhoneNumberType.FIXED_LINE
+            )
+        if not same and mobile(national):
+            return PhoneNumberType.MOBILE
+        return PhoneNumberType.UNKNOWN
+
+    return classify
 
 
 @cache
@@ -155,7 +219,6 @@ def _parse(value: str, region: str) -> Phone | Invalid:
     return Invalid(f"phone {reason} for {where} (+{number.country_code})")
 
 
-@lru_cache(maxsize=1 << 16)
 def normalise_email(value: str) -> str | Invalid:
     """An email as typed -> email-validator's normalized form (no DNS lookups), or Invalid."""
     local, at, domain = value.rpartition("@")

@@ -1,7 +1,7 @@
 """The storing half of ingest: lead files read here, parsed in worker processes, recorded in
 PostgreSQL by writer threads, queued in Redis.
 
-    read (this thread) -> parse (workers.ParsePool: CSV text per writer, rejects)
+    read (this thread) -> parse (workers.ParsePool: COPY text per writer, rejects)
       -> writer threads: COPY + one de-duplicating INSERT (store.leads), commit, then XADD the new
          ids in one Lua call per channel (queue.enqueue_ids)
 
@@ -232,7 +232,7 @@ class _Writers:
         self._groups: set[str] = set()
 
     def submit(self, part: int, data: str, leads: int, source: str, tally: Tally) -> None:
-        """Record ``leads`` leads (CSV ``data``) with writer ``part``; count them into ``tally``."""
+        """Record ``leads`` leads (COPY text ``data``) with writer ``part``; count them into ``tally``."""
         future = self._threads[part].submit(self._write, self.conns[part], data, source)
         self._pending.append((future, leads, tally))
         while len(self._pending) > 2 * len(self.conns):
@@ -257,7 +257,7 @@ class _Writers:
 
     def _write(self, conn: psycopg.Connection, data: str, source: str) -> _Written:
         started = time.perf_counter()
-        recorded = self.writer.record_csv(conn, data, source)
+        recorded = self.writer.record_copy(conn, data, source)
         committed = time.perf_counter()
         for new in recorded:
             if new.to_queue:

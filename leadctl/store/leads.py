@@ -18,7 +18,7 @@ from leadctl.leads import Lead
 from leadctl.store.migrations import quoted_schema
 
 COPY_COLUMNS = ("channel", "contact", "name", "phone", "email", "fields", "campaign", "source_line")
-"""The staging table's columns, in the order of ``record_csv``'s CSV fields."""
+"""The staging table's columns, in the order of ``record_copy``'s fields."""
 
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS lead_stage (
@@ -28,7 +28,6 @@ CREATE TEMP TABLE IF NOT EXISTS lead_stage (
 """
 
 _COPY = f"COPY lead_stage ({', '.join(COPY_COLUMNS)}) FROM STDIN"
-_COPY_CSV = f"{_COPY} (FORMAT csv)"
 
 # The suppression list is probed only when it is not empty (an InitPlan run once per statement).
 _RECORD = """
@@ -112,15 +111,15 @@ class LeadWriter:
             cur.execute(self._each, {"source": source})
             return [RecordedLead(row[0], row[1], row[2]) for row in cur.fetchall()]
 
-    def record_csv(self, conn: psycopg.Connection, data: str, source: str) -> list[Recorded]:
-        """Record leads given as CSV rows of ``COPY_COLUMNS`` (an empty field is NULL) in one
+    def record_copy(self, conn: psycopg.Connection, data: str, source: str) -> list[Recorded]:
+        """Record leads given as lines of COPY's text format (fields of ``COPY_COLUMNS``) in one
         transaction; return what was new, per channel. The bulk path of ``leadctl ingest``: no
         Python object per lead on this side."""
         if not data:
             return []
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(_STAGE)
-            with cur.copy(_COPY_CSV) as copy:
+            with cur.copy(_COPY) as copy:
                 copy.write(data)
             cur.execute(self._per_channel, {"source": source})
             return [Recorded(*row) for row in cur.fetchall()]
