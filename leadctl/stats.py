@@ -216,7 +216,7 @@ def _campaigns(reads: _Reads) -> dict[str, dict[str, Any]]:
 def _providers(reads: _Reads, channels: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per provider: outcomes it gave; queued and pending leads of the channels it is configured for."""
     everywhere = list(reads.counters.values())
-    primary = {channel: reads.settings.channel(channel).provider for channel in CHANNELS}
+    primary = {channel: reads.settings.channel(channel).provider_names()[0] for channel in CHANNELS}
     names = {g.provider for g in reads.groups if g.provider} | metrics.names_of(everywhere, "p")
     names |= {primary[c] for c in CHANNELS if channels[c]["queued"] + channels[c]["pending"]}
     providers: dict[str, dict[str, Any]] = {}
