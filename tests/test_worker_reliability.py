@@ -224,3 +224,36 @@ def test_live_workers_are_listed_from_their_heartbeats(
             run.send_signal(signal.SIGTERM)
             run.communicate(timeout=60)
         assert listed() == []  # clean exits retire their heartbeats
+
+
+def test_poison_entries_go_to_dead_letters_without_stalling_the_worker(
+    settings: Settings,
+    leadctl_env: dict[str, str],
+    tmp_path: Path,
+    pg: psycopg.Connection,
+    redis_client: redis.Redis,
+) -> None:
+    rows = [{"name": f"Lead {i}", "phone": f"+55119876500{i:02d}", "cidade": "Recife"} for i in range(10)]
+    rows.append({"name": "Sem Cidade", "phone": "+5511987650099"})
+    (tmp_path / "leads.ndjson").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    stream, dead = keys.stream(settings.namespace, "sms"), keys.dead_letters(settings.namespace, "sms")
+    with sandbox_in_thread() as sandbox:
+        config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        config.write_text(config.read_text().replace("'Oi {{ name }}!'", "'Oi {{ name }} de {{ cidade }}!'"))
+        ingest = ["--config", str(config), "ingest", str(tmp_path / "leads.ndjson"), "--channel", "sms"]
+        assert run_leadctl(ingest, leadctl_env).returncode == 0
+        redis_client.xadd(stream, {b"x": b"no lead field"})
+        redis_client.xadd(stream, {b"l": b"not-a-number"})
+        redis_client.xadd(stream, {b"l": b"987654321"})
+        result = run_leadctl(
+            ["--config", str(config), "work", "--channel", "sms", "--workers", "1", "--burst"], leadctl_env
+        )
+        assert sandbox.stats()["accepted"] == 10
+    assert result.returncode == 1, result.stderr  # some leads were not sent
+    assert "Traceback" not in result.stderr
+    reasons = sorted(fields[b"reason"].decode() for _, fields in redis_client.xrange(dead))
+    assert len(reasons) == 4
+    assert "'cidade'" in reasons[0]
+    assert reasons[1:] == ["undecodable entry", "undecodable entry", "unknown lead"]
+    assert statuses(pg, settings.namespace) == Counter({"sent": 10, "dead": 1})
+    assert redis_client.xlen(stream) == 0 and redis_client.xpending(stream, keys.GROUP)["pending"] == 0
