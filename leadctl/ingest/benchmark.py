@@ -279,19 +279,28 @@ class BenchReport:
 
 
 def checkout(ref: str, into: Path) -> Path:
-    """The leadctl package of git ``ref`` (of the repository here), extracted under ``into``."""
+    """The leadctl package of git ``ref`` of the checkout this leadctl runs from, extracted (with
+    `git archive`, leaving the repository untouched) under ``into``."""
+    repo = Path(__file__).resolve().parents[2]
     commit = subprocess.run(
-        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], capture_output=True, text=True, check=False
+        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if commit.returncode != 0:
-        raise ValueError(f"not a commit of this git repository: {ref!r}")
-    target = into / f"leadctl-{commit.stdout.strip()[:12]}"
+        raise ValueError(f"not a commit of the git checkout {repo}: {ref!r}")
+    sha = commit.stdout.strip()
+    target = into / f"leadctl-{sha[:12]}"
     if not target.exists():
-        target.mkdir(parents=True)
+        partial = into / f"leadctl-{sha[:12]}.part"
+        partial.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(
-            ["git", "archive", commit.stdout.strip(), "leadctl"], capture_output=True, check=True
+            ["git", "archive", sha, "leadctl"], cwd=repo, capture_output=True, check=True
         )
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive.stdout, check=True)
+        partial.rename(target)
     return target
 
 
