@@ -412,3 +412,24 @@ def test_human_summary_goes_to_stderr(leadctl_env: dict[str, str], tmp_path: Pat
     assert "invalid_phone 1" in result.stderr and "leads.csv.rejects.csv" in result.stderr
     quiet = run_leadctl(["--quiet", "ingest", str(path)], leadctl_env)
     assert quiet.returncode == 1 and quiet.stdout == quiet.stderr == ""
+
+
+def test_inputs_sharing_a_rejects_file_are_refused(leadctl_env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    for folder in ("x", "y"):
+        (tmp_path / folder / "leads.csv").write_text(HEADER + "Ana,1,\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_leadctl(
+        [
+            "ingest",
+            str(tmp_path / "x" / "leads.csv"),
+            str(tmp_path / "y" / "leads.csv"),
+            "--rejects",
+            str(out),
+        ],
+        leadctl_env,
+    )
+    assert result.returncode == 2
+    assert_one_line_error(result.stderr, "share a rejects file")

@@ -198,6 +198,9 @@ def check_inputs(sources: Sequence[str], rejects: Sequence[Path | None]) -> None
         raise UsageError("no input file given ('-' reads stdin)")
     if list(sources).count("-") > 1:
         raise UsageError("stdin ('-') can be read only once")
+    targets = [path.resolve() for path in rejects if path is not None]
+    if len(set(targets)) < len(targets):
+        raise UsageError("two inputs would share a rejects file (same name?); ingest them separately")
     for source, path in zip(sources, rejects, strict=True):
         if source != "-":
             if not Path(source).exists():
