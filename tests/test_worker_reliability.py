@@ -140,7 +140,9 @@ def test_overlapping_batches_process_each_lead_once(
     settings: Settings, leadctl_env: dict[str, str], tmp_path: Path, pg: psycopg.Connection
 ) -> None:
     write_leads(tmp_path / "leads.csv", 600)
-    with sandbox_in_thread(latency_ms=20, seed=3) as sandbox:
+    # 5 sends in flight at 100 ms each: the first run takes ~12 s, long enough to overlap for sure
+    leadctl_env = {**leadctl_env, "LEADCTL_CHANNELS__SMS__CONCURRENCY": "5"}
+    with sandbox_in_thread(latency_ms=100, seed=3) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
         assert (
             run_leadctl(
