@@ -162,3 +162,18 @@ def test_serve_exposes_the_figures_to_prometheus_and_posts_alerts(
     for name in ("prometheus-alerts.yml", "grafana-dashboard.json"):
         used |= set(re.findall(r"leadctl_[a-z_]+", (examples / name).read_text(encoding="utf-8")))
     assert used and used <= {name for name, _ in metrics}
+
+
+def test_batch_posts_an_alert_once_while_it_lasts(
+    settings: Settings, leadctl_env: dict[str, str], tmp_path: Path
+) -> None:
+    write_leads(tmp_path / "leads.csv", 0, 30)
+    with webhook_receiver() as (url, received), sandbox_in_thread() as sandbox:
+        config = write_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        env = {**leadctl_env, "LEADCTL_ALERTS__QUEUE_SIZE": "10", "LEADCTL_ALERTS__WEBHOOK_URL": url}
+        leadctl_ok(["--config", str(config), "ingest", str(tmp_path / "leads.csv")], env)
+        for _ in range(2):  # each run leaves more than 10 queued: the alert is posted once
+            leadctl_ok(["--config", str(config), "batch", "--workers", "1", "--limit", "5"], env)
+        assert [m["text"].split(" ", 1)[0] for m in received] == ["[FIRING]"]
+        leadctl_ok(["--config", str(config), "batch", "--workers", "1"], env)  # drains it: resolved
+    assert [m["text"].split(" ", 1)[0] for m in received] == ["[FIRING]", "[RESOLVED]"]

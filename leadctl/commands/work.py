@@ -11,7 +11,7 @@ import typer
 from leadctl.commands.app import AppState, app, print_json, state_of
 from leadctl.config import CHANNELS
 from leadctl.connections import open_postgres, open_redis
-from leadctl.errors import DependencyError, UsageError
+from leadctl.errors import DependencyError, LeadctlError, UsageError
 
 
 def _channels(values: list[str]) -> list[str]:
