@@ -144,6 +144,8 @@ def batch(
         report = run_batch(settings, state.endpoints, client, options, state.say)
         if report.fatal:
             raise DependencyError(report.fatal)
+        if not report.skipped:
+            _post_alerts(state)
         if as_json:
             print_json(report.as_json())
         elif not report.skipped:
@@ -155,6 +157,22 @@ def batch(
         if interval is None:
             raise typer.Exit(1 if report.unsent else 0)
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def _post_alerts(state: AppState) -> None:
+    """After a batch run, post alerts that started or ended (``alerts.webhook_url``), as `stats` does."""
+    if not state.settings.alerts.webhook_url:
+        return
+    from leadctl.stats import StatsSource
+
+    source = StatsSource(state.settings, state.endpoints)
+    try:
+        for line in source.post_alerts(source.snapshot()):
+            state.say(f"alert posted: {line}")
+    except LeadctlError as exc:  # the batch itself went fine; say why no alert went out
+        state.say(f"alerts not posted: {exc}")
+    finally:
+        source.close()
 
 
 @app.command("workers")
