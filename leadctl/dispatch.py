@@ -263,7 +263,8 @@ class Worker:
                 return Outcome(lead.lead_id, "queued", extra_attempts=-1)
             status = {"permanent": "failed", "in_doubt": "in_doubt", "transient": "dead"}[exc.kind]
             log.info("lead %s to %s: %s (%s)", lead.lead_id, mask_contact(lead.contact), status, exc.code)
-            return Outcome(lead.lead_id, status, call.provider, None, exc.code, exc.message, attempts - 1)
+            outcome = Outcome(lead.lead_id, status, call.provider, None, exc.code, exc.message, attempts - 1)
+            return replace(outcome, opted_out=exc.opted_out)
         finally:
             self._observe(call, lead.campaign)
         return Outcome(

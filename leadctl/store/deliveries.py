@@ -45,6 +45,8 @@ class Outcome:
     """The lead's campaign, for the per-campaign counters (not written by ``record``)."""
     segments: int | None = None
     """SMS segments billed (None for other channels)."""
+    opted_out: bool = False
+    """The provider says the contact unsubscribed: ``record`` adds it to the suppression list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,12 @@ class DeliveryStore:
                    AS v(lead_id, status, provider, message_id, error_code, error_message, extra_attempts,
                         segments)
              WHERE d.lead_id = v.lead_id AND d.status = 'sending'"""
+        self._suppress = f"""
+            INSERT INTO {schema}.suppressions (contact, channel, reason)
+            SELECT l.contact, l.channel, v.reason
+              FROM unnest(%s::bigint[], %s::text[]) AS v(lead_id, reason)
+              JOIN {schema}.leads l ON l.id = v.lead_id
+                ON CONFLICT (contact, channel) DO NOTHING"""
 
     async def claim(
         self, conn: psycopg.AsyncConnection, channel: str, lead_ids: Sequence[int], worker: str
@@ -111,9 +119,20 @@ class DeliveryStore:
         return ClaimResult(claimed, in_doubt, unknown)
 
     async def record(self, conn: psycopg.AsyncConnection, outcomes: Sequence[Outcome]) -> None:
-        """Record many outcomes in one statement."""
+        """Record many outcomes in one statement; contacts that opted out are added to the
+        suppression list (on the lead's channel) in the same transaction."""
         if not outcomes:
             return
+        opted_out = [o for o in outcomes if o.opted_out]
+        if opted_out:
+            async with conn.transaction():
+                await self._record_outcomes(conn, outcomes)
+                reasons = [f"opted out at {o.provider or 'the provider'} ({o.error_code})" for o in opted_out]
+                await conn.execute(self._suppress, ([o.lead_id for o in opted_out], reasons))
+        else:
+            await self._record_outcomes(conn, outcomes)
+
+    async def _record_outcomes(self, conn: psycopg.AsyncConnection, outcomes: Sequence[Outcome]) -> None:
         await conn.execute(
             self._record,
             (
