@@ -20,6 +20,7 @@ def sandbox(
     ] = None,
     error_rate: Annotated[float, typer.Option(min=0, max=1, help="Fraction answered 500.")] = 0.0,
     rate_limit: Annotated[float | None, typer.Option(help="Requests/s before answering 429.")] = None,
+    throttle_rate: Annotated[float, typer.Option(min=0, max=1, help="Fraction answered 429.")] = 0.0,
     timeout_rate: Annotated[
         float, typer.Option(min=0, max=1, help="Fraction accepted but never answered.")
     ] = 0.0,
@@ -36,6 +37,7 @@ def sandbox(
         latency_p99_ms=latency_p99_ms,
         error_rate=error_rate,
         rate_limit=rate_limit,
+        throttle_rate=throttle_rate,
         timeout_rate=timeout_rate,
         hang_s=hang_s,
         seed=seed,

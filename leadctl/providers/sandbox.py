@@ -37,7 +37,8 @@ SendGrid report opt-outs asynchronously in reality, so they have no opted-out re
 Faults apply to every provider, in its own dialect: ``latency_ms`` (median of a log-normal delay;
 ``latency_p99_ms`` sets its 99th percentile, else about 3.2x the median), ``error_rate`` (fraction
 answered 500), ``rate_limit`` (requests per second over all providers; the excess gets 429 with the
-provider's body and ``Retry-After: 1``, or SendGrid's ``X-RateLimit-Reset``), ``timeout_rate``
+provider's body and ``Retry-After: 1``, or SendGrid's ``X-RateLimit-Reset``; ``throttle_rate``
+answers that 429 to a random fraction of requests instead), ``timeout_rate``
 (fraction accepted and recorded, then left unanswered for ``hang_s`` seconds: the "in doubt" case),
 ``seed`` for a reproducible run.
 
@@ -161,6 +162,7 @@ class SandboxServer:
         latency_p99_ms: float | None = None,
         error_rate: float = 0.0,
         rate_limit: float | None = None,
+        throttle_rate: float = 0.0,
         timeout_rate: float = 0.0,
         hang_s: float = 30.0,
         seed: int | None = None,
@@ -176,6 +178,7 @@ class SandboxServer:
         )
         self._error_rate = _check_fraction("error_rate", error_rate)
         self._rate_limit = rate_limit
+        self._throttle_rate = _check_fraction("throttle_rate", throttle_rate)
         self._timeout_rate = _check_fraction("timeout_rate", timeout_rate)
         self._hang_s = hang_s
         self._rng = random.Random(seed)
@@ -258,10 +261,12 @@ class SandboxServer:
             if not wire.authorized(request):
                 self.rejected += 1
                 return wire.unauthorized()
-            if self._rate_limit is not None and self._over_rate_limit(self._rate_limit):
+            rng = self._rng
+            if (self._rate_limit is not None and self._over_rate_limit(self._rate_limit)) or (
+                self._throttle_rate and rng.random() < self._throttle_rate
+            ):
                 self.rate_limited += 1
                 return wire.rate_limited()
-            rng = self._rng
             if self._latency_mu is not None:
                 await asyncio.sleep(rng.lognormvariate(self._latency_mu, self._latency_sigma))
             if self._error_rate and rng.random() < self._error_rate:
@@ -451,6 +456,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-p99-ms", type=float, default=None, help="99th percentile answer delay")
     parser.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests/s before 429")
+    parser.add_argument("--throttle-rate", type=float, default=0.0, help="fraction answered 429")
     parser.add_argument("--timeout-rate", type=float, default=0.0, help="fraction recorded, then unanswered")
     parser.add_argument("--hang-s", type=float, default=30.0, help="how long an unanswered request hangs")
     parser.add_argument("--seed", type=int, default=None)
