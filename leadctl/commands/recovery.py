@@ -1,0 +1,378 @@
+"""`leadctl dlq`, `leadctl doubt` and `leadctl requeue`: what an operator does with leads set aside."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated
+
+import psycopg
+import redis
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from leadctl.commands.app import AppState, app, print_json, state_of
+from leadctl.config import CHANNELS
+from leadctl.connections import open_postgres, open_redis
+from leadctl.errors import UsageError
+from leadctl.masking import mask_contact
+
+dlq_app = typer.Typer(
+    help="Dead letters: leads that failed every attempt (or could not be sent at all), with their reason."
+)
+app.add_typer(dlq_app, name="dlq")
+doubt_app = typer.Typer(
+    help="Leads in doubt: the request may have reached the provider but no answer came. leadctl never "
+    "resends them by itself; you decide."
+)
+app.add_typer(doubt_app, name="doubt")
+
+ChannelOption = Annotated[str, typer.Option("--channel", help="sms, whatsapp, email, or all.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
+LimitOption = Annotated[int | None, typer.Option(min=1, help="At most N per channel, oldest first.")]
+LeadOption = Annotated[
+    list[str] | None, typer.Option("--lead", help="Lead id (repeatable, or comma-separated).")
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Every lead in doubt on the channel(s).")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def _channels(value: str) -> list[str]:
+    if value == "all":
+        return list(CHANNELS)
+    if value not in CHANNELS:
+        raise UsageError(f"--channel must be one of {', '.join(CHANNELS)} or all, not {value!r}")
+    return [value]
+
+
+def _lead_ids(values: list[str] | None) -> list[int] | None:
+    if not values:
+        return None
+    ids = []
+    for value in values:
+        for part in value.split(","):
+            if not part.strip().isdigit():
+                raise UsageError(f"--lead takes lead ids (numbers), not {part.strip()!r}")
+            ids.append(int(part))
+    return ids
+
+
+def _chosen(lead: list[str] | None, every: bool) -> list[int] | None:
+    """The leads a resend or resolve acts on: the given ids, or None for --all."""
+    ids = _lead_ids(lead)
+    if (ids is None) == (not every):
+        raise UsageError("choose the leads: --lead ID (repeatable) or --all")
+    return ids
+
+
+@contextmanager
+def _connect(
+    state: AppState, need_redis: bool = True
+) -> Iterator[tuple[redis.Redis | None, psycopg.Connection]]:
+    client = open_redis(state.endpoints.redis_url, state.settings) if need_redis else None
+    try:
+        with open_postgres(state.endpoints.database_url, state.settings) as conn:
+            yield client, conn
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _confirm(yes: bool, question: str) -> None:
+    """Go on with --yes or an interactive yes; stop otherwise (exit 2 when nobody can be asked)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} Pass --yes to confirm.")
+    if not typer.confirm(question, err=True):
+        raise typer.Exit(1)
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[object, ...]]) -> None:
+    """A table on stdout; its last column (the error text) wraps. Piped, it is not cut to 80 columns."""
+    console = Console()
+    if not rows:
+        console.print(title)
+        return
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(
+            column,
+            justify="right" if column in ("lead", "attempts") else "left",
+            no_wrap=column != columns[-1],
+        )
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    console.print(table)
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+# -- dlq ---------------------------------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(
+    ctx: typer.Context, channel: ChannelOption = "all", limit: LimitOption = 100, as_json: JsonOption = False
+) -> None:
+    """Dead letters with their lead, masked contact, reason, attempts and when they went dead."""
+    from leadctl.recovery import dead_letters
+
+    state = state_of(ctx)
+    totals, letters = {}, []
+    with _connect(state) as (client, conn):
+        assert client is not None
+        for ch in _channels(channel):
+            totals[ch], found = dead_letters(client, conn, state.settings.namespace, ch, limit)
+            letters += found
+    if as_json:
+        print_json(
+            {
+                "total": sum(totals.values()),
+                "channels": totals,
+                "dead_letters": [d.as_json() for d in letters],
+            }
+        )
+        return
+    shown = f" (oldest {len(letters):,} shown)" if len(letters) < sum(totals.values()) else ""
+    _table(
+        f"dead letters: {sum(totals.values()):,}{shown}",
+        ("lead", "channel", "contact", "attempts", "status", "dead at (UTC)", "reason"),
+        [
+            (
+                d.lead_id if d.lead_id is not None else "-",
+                d.channel,
+                mask_contact(d.contact) if d.contact else "-",
+                d.attempts,
+                d.status,
+                _when(d.dead_at),
+                d.reason,
+            )
+            for d in letters
+        ],
+    )
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ctx: typer.Context, channel: ChannelOption = "all", limit: LimitOption = None, as_json: JsonOption = False
+) -> None:
+    """Queue the dead letters' leads again and remove the dead letters.
+
+    Each lead goes back to `queued` and to its channel's stream, with a fresh retry budget
+    (channels.<ch>.max_attempts); its `attempts` column keeps counting every request ever made.
+    A lead sent (or otherwise finished) since is not queued: its dead letter is just removed. Dead
+    letters naming no known lead are kept (purge them). Safe to run twice.
+    """
+    from leadctl.recovery import replay_dead_letters
+
+    state = state_of(ctx)
+    results = {}
+    with _connect(state) as (client, conn):
+        assert client is not None
+        for ch in _channels(channel):
+            results[ch] = replay_dead_letters(client, conn, state.settings.namespace, ch, limit)
+    replayed = sum(r.replayed for r in results.values())
+    skipped = sum(r.skipped for r in results.values())
+    kept = sum(r.kept for r in results.values())
+    if as_json:
+        print_json(
+            {
+                "replayed": replayed,
+                "skipped": skipped,
+                "kept": kept,
+                "channels": {
+                    ch: {"replayed": r.replayed, "skipped": r.skipped, "kept": r.kept}
+                    for ch, r in results.items()
+                },
+            }
+        )
+        return
+    state.say(
+        f"replayed {replayed:,} dead letters; {skipped:,} were already finished (removed), "
+        f"{kept:,} name no known lead (kept: `leadctl dlq purge` removes them)"
+    )
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ctx: typer.Context,
+    channel: ChannelOption = "all",
+    limit: LimitOption = None,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove dead letters for good (oldest first); their leads stay `dead` in PostgreSQL.
+
+    Asks for confirmation unless --yes.
+    """
+    from leadctl.recovery import purge_dead_letters
+
+    state = state_of(ctx)
+    channels = _channels(channel)
+    _confirm(yes, f"Remove {'the oldest ' + str(limit) if limit else 'every'} dead letter of {channel}?")
+    purged = {}
+    with _connect(state) as (client, _):
+        assert client is not None
+        for ch in channels:
+            purged[ch] = purge_dead_letters(client, state.settings.namespace, ch, limit)
+    if as_json:
+        print_json({"purged": sum(purged.values()), "channels": purged})
+    else:
+        state.say(f"purged {sum(purged.values()):,} dead letters")
+
+
+# -- doubt -------------------------------------------------------------------------------------
+
+
+@doubt_app.command("list")
+def doubt_list(
+    ctx: typer.Context,
+    channel: ChannelOption = "all",
+    lead: LeadOption = None,
+    limit: LimitOption = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """Leads in doubt: their provider, the error, and since when."""
+    from leadctl.recovery import in_doubt
+
+    state = state_of(ctx)
+    with _connect(state, need_redis=False) as (_, conn):
+        total, leads = in_doubt(conn, state.settings.namespace, _channels(channel), _lead_ids(lead), limit)
+    if as_json:
+        print_json({"total": total, "in_doubt": [d.as_json() for d in leads]})
+        return
+    shown = f" (oldest {len(leads):,} shown)" if len(leads) < total else ""
+    _table(
+        f"leads in doubt: {total:,}{shown}",
+        ("lead", "channel", "contact", "provider", "attempts", "since (UTC)", "error"),
+        [
+            (
+                d.lead_id,
+                d.channel,
+                mask_contact(d.contact),
+                d.provider,
+                d.attempts,
+                _when(d.since),
+                ": ".join(part for part in (d.error_code, d.error) if part),
+            )
+            for d in leads
+        ],
+    )
+
+
+@doubt_app.command("resend")
+def doubt_resend(
+    ctx: typer.Context,
+    channel: ChannelOption = "all",
+    lead: LeadOption = None,
+    every: AllOption = False,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Send leads in doubt again. The first request may have been delivered: the contact may get the
+    message TWICE. Asks for confirmation unless --yes.
+
+    The leads go back to `queued` and to their channel's stream; a running `leadctl work` sends them.
+    Leads not in doubt (any more) are left alone.
+    """
+    from leadctl.recovery import in_doubt, resend_in_doubt
+
+    state = state_of(ctx)
+    channels, ids = _channels(channel), _chosen(lead, every)
+    with _connect(state) as (client, conn):
+        assert client is not None
+        if not yes:
+            total, _ = in_doubt(conn, state.settings.namespace, channels, ids, limit=0)
+            _confirm(False, f"Resend {total:,} leads in doubt? Some may receive the message twice.")
+        changed = resend_in_doubt(client, conn, state.settings.namespace, channels, ids)
+    if as_json:
+        print_json({"resent": changed.count, "lead_ids": changed.lead_ids, "skipped": changed.skipped})
+        return
+    state.say(f"queued {changed.count:,} leads in doubt again")
+    if changed.skipped:
+        state.say(f"not in doubt, left alone: {', '.join(map(str, changed.skipped[:20]))}")
+
+
+@doubt_app.command("resolve")
+def doubt_resolve(
+    ctx: typer.Context,
+    verdict: Annotated[str, typer.Option("--as", help="sent or failed: what you know happened.")],
+    channel: ChannelOption = "all",
+    lead: LeadOption = None,
+    every: AllOption = False,
+    note: Annotated[str, typer.Option(help="Why (kept in the lead's error_message).")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Record your verdict on leads in doubt (e.g. after checking the provider's logs); nothing is sent.
+
+    The lead's status becomes the verdict, its error_code `operator`, and its error_message the
+    verdict, your note and the original error.
+    """
+    from leadctl.recovery import resolve_in_doubt
+
+    if verdict not in ("sent", "failed"):
+        raise UsageError(f"--as must be sent or failed, not {verdict!r}")
+    state = state_of(ctx)
+    channels, ids = _channels(channel), _chosen(lead, every)
+    with _connect(state, need_redis=False) as (_, conn):
+        changed = resolve_in_doubt(conn, state.settings.namespace, channels, ids, verdict, note)
+    if as_json:
+        print_json(
+            {
+                "resolved": changed.count,
+                "as": verdict,
+                "lead_ids": changed.lead_ids,
+                "skipped": changed.skipped,
+            }
+        )
+        return
+    state.say(f"resolved {changed.count:,} leads in doubt as {verdict}")
+    if changed.skipped:
+        state.say(f"not in doubt, left alone: {', '.join(map(str, changed.skipped[:20]))}")
+
+
+# -- requeue -----------------------------------------------------------------------------------
+
+
+@app.command()
+def requeue(ctx: typer.Context, channel: ChannelOption = "all", as_json: JsonOption = False) -> None:
+    """Rebuild the queues from PostgreSQL: append every `queued` lead missing from its stream.
+
+    For when Redis lost its data, or a crash came between PostgreSQL's commit and the queueing.
+    Safe to run any time, even while workers run: a lead never gets a second entry because of it,
+    except one queued at that very moment (and a second entry sends nothing twice).
+    """
+    from leadctl.recovery import requeue as requeue_channel
+
+    state = state_of(ctx)
+    results = {}
+    with _connect(state) as (client, conn):
+        assert client is not None
+        for ch in _channels(channel):
+            results[ch] = requeue_channel(client, conn, state.settings.namespace, ch)
+    appended = sum(r.appended for r in results.values())
+    if as_json:
+        print_json(
+            {
+                "appended": appended,
+                "channels": {
+                    ch: {"queued": r.queued, "in_stream": r.in_stream, "appended": r.appended}
+                    for ch, r in results.items()
+                },
+            }
+        )
+        return
+    for ch, r in results.items():
+        if r.queued:
+            state.say(
+                f"{ch}: {r.queued:,} queued, {r.in_stream:,} of them in the stream, {r.appended:,} appended"
+            )
+    state.say(f"appended {appended:,} leads to their streams")
