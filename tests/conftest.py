@@ -111,8 +111,11 @@ def pg(service_urls: tuple[str, str]) -> Iterator[psycopg.Connection]:
 def leadctl_env(settings: Settings) -> dict[str, str]:
     """Environment for running the real `leadctl` command against this test's namespace."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADCTL_")}
+    empty_config = settings.data_dir.parent / "no-config.yaml"
+    empty_config.write_text("{}\n", encoding="utf-8")
     env.update(
         {
+            "LEADCTL_CONFIG": str(empty_config),  # never a stray ./leadctl.yaml of the working dir
             "LEADCTL_REDIS_URL": settings.redis.url or "",
             "LEADCTL_DATABASE_URL": settings.database.url or "",
             "LEADCTL_NAMESPACE": settings.namespace,
