@@ -143,7 +143,7 @@ def run_batch(
         return BatchReport(skipped=True)
     started = time.monotonic()
     try:
-        busy = [ch for ch in options.channels if sum(_depth(client, settings.namespace, ch)) > 0]
+        busy = [ch for ch in options.channels if sum(_depth(client, settings, ch)) > 0]
         pools = [
             PoolSpec(
                 ch, options.workers or settings.channel(ch).workers, settings.channel(ch).concurrency, share
@@ -162,7 +162,7 @@ def run_batch(
         lock.release()
     result = BatchReport(seconds=time.monotonic() - started)
     for channel in options.channels:
-        remaining = sum(_depth(client, settings.namespace, channel))
+        remaining = sum(_depth(client, settings, channel))
         report = reports.get(channel)
         result.channels[channel] = (
             _summarise(report, remaining) if report else ChannelSummary(remaining=remaining)
@@ -172,6 +172,6 @@ def run_batch(
     return result
 
 
-def _depth(client: redis.Redis, namespace: str, channel: str) -> tuple[int, int]:
-    depth = queue.depth(client, namespace, channel)
+def _depth(client: redis.Redis, settings: Settings, channel: str) -> tuple[int, int]:
+    depth = queue.depth(client, settings.namespace, channel, settings.redis.partitions)
     return depth.queued, depth.pending

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from leadctl.errors import ConfigError
 
@@ -44,8 +44,34 @@ class RedisSettings(_Section):
     url: str | None = None
     max_connections: int = Field(100, ge=1)
     socket_timeout_ms: int = Field(5000, ge=100)
+    cluster: bool = False
+    """Redis Cluster: ``url`` names any one node (or use ``nodes``); implied by ``nodes``."""
+    nodes: list[str] = Field(default_factory=list)
+    """Cluster nodes to start from, ``host:port`` each; ``url`` defaults to the first."""
+    partitions: int = Field(1, ge=1, le=1024)
+    """Streams per channel (a lead goes to stream ``lead id % partitions``), spread over the cluster's
+    slots; every host must use the same value. 1 keeps the single stream ``{ns:channel}:stream``."""
 
     _url = field_validator("url")(_blank_is_none)
+
+    @field_validator("nodes")
+    @classmethod
+    def _host_port(cls, value: list[str]) -> list[str]:
+        for node in value:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{node!r} is not host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _nodes_mean_cluster(self) -> RedisSettings:
+        if self.nodes:
+            self.cluster = True
+            if self.url is None:
+                self.url = f"redis://{self.nodes[0]}"
+        if self.cluster and self.url is None:
+            raise ValueError("a cluster needs redis.url or redis.nodes (leadctl embeds only a single Redis)")
+        return self
 
 
 class DatabaseSettings(_Section):
@@ -53,6 +79,12 @@ class DatabaseSettings(_Section):
     pool_size: int = Field(50, ge=1)
     connect_timeout_ms: int = Field(5000, ge=100)
     statement_timeout_ms: int = Field(60000, ge=0)
+    worker_pool_size: int = Field(4, ge=1)
+    """Connections each worker process keeps (at most ``pool_size``); the fleet opens
+    hosts x workers x this many, which PostgreSQL's max_connections (or PgBouncer) must allow."""
+    pgbouncer: bool = False
+    """Safe behind PgBouncer in transaction pooling: no prepared statements and no session state,
+    so no ``SET statement_timeout`` either: set it on the role (``ALTER ROLE ... SET statement_timeout``)."""
 
     _url = field_validator("url")(_blank_is_none)
 

@@ -25,13 +25,12 @@ from dataclasses import dataclass, field, replace
 
 import psycopg
 import redis
-import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from leadctl import heartbeats
 from leadctl.config import Settings
-from leadctl.connections import Endpoints, open_async_pool, open_async_redis
+from leadctl.connections import REDIS_OUTAGE, AsyncRedisClient, Endpoints, open_async_pool, open_async_redis
 from leadctl.masking import mask_contact
 from leadctl.metrics import MetricsRecorder
 from leadctl.providers.base import AUTH_ERROR, Message, ProviderError
@@ -47,7 +46,7 @@ log = logging.getLogger("leadctl.worker")
 HEARTBEAT_S = 2.0
 LATENCY_SAMPLES = 2000
 
-_DEPENDENCY_ERRORS = (redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError, OSError)
+_DEPENDENCY_ERRORS = (*REDIS_OUTAGE, psycopg.OperationalError)
 
 
 @dataclass(slots=True)
@@ -105,7 +104,7 @@ class Worker:
         self,
         settings: Settings,
         options: WorkerOptions,
-        redis_client: aioredis.Redis,
+        redis_client: AsyncRedisClient,
         pool: AsyncConnectionPool,
         provider: ProviderChain,
         stop: asyncio.Event,
@@ -113,7 +112,9 @@ class Worker:
         self.settings = settings
         self.options = options
         self.channel_settings = settings.channel(options.channel)
-        self.stream = StreamConsumer(redis_client, settings.namespace, options.channel, options.consumer)
+        self.stream = StreamConsumer(
+            redis_client, settings.namespace, options.channel, options.consumer, settings.redis.partitions
+        )
         self.pool = pool
         self.store = DeliveryStore(settings.namespace)
         self.provider = provider
@@ -406,7 +407,7 @@ class _Outage:
 def _dependency_name(exc: BaseException) -> str:
     if isinstance(exc, psycopg.Error):
         return "PostgreSQL unavailable"
-    if isinstance(exc, redis.RedisError):
+    if isinstance(exc, redis.RedisError | redis.exceptions.RedisClusterException):
         return "Redis unavailable"
     return "connection failed"
 
@@ -455,7 +456,9 @@ async def run_worker(
     """Connect, run one worker until drained (burst), ``max_leads`` or ``stop``, and clean up."""
     redis_client = await open_async_redis(endpoints.redis_url, settings)
     pool = await open_async_pool(
-        endpoints.database_url, settings, max_size=min(4, settings.database.pool_size)
+        endpoints.database_url,
+        settings,
+        max_size=min(settings.database.worker_pool_size, settings.database.pool_size),
     )
     session = make_session(options.concurrency)
     provider: ProviderChain | None = None

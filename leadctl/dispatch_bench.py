@@ -4,26 +4,32 @@ In one run: start the sandbox provider in its own process with zero latency, que
 leads, drain them with ``work --burst`` (W worker processes), then post the same number of messages
 to the same sandbox with the same HTTP client and no queue and no database (the raw ceiling). The
 ratio of the two says how much the pipeline (claim, record, ack, count) costs.
+
+The result is saved as JSON in ``<data_dir>/bench/dispatch.json`` (the latest run), where
+`leadctl plan` reads the measured throughput per worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import statistics
 import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+import orjson
 import psutil
 import psycopg
-import redis
+from redis.cluster import RedisCluster
 
 from leadctl import keys, queue
 from leadctl.config import Settings
-from leadctl.connections import Endpoints, open_postgres, open_redis
+from leadctl.connections import Endpoints, RedisClient, open_postgres, open_redis
 from leadctl.leads import Lead
 from leadctl.pool import PoolSpec, Supervisor, run_loop
 from leadctl.providers.base import Message
@@ -47,9 +53,39 @@ class DispatchBenchResult:
     redis_commands_per_lead: float
     sent: int
     duplicates_at_provider: int
+    cpus: int = 0
+    """CPUs of the machine that ran it: workers beyond these share cores."""
+    redis_masters: int = 1
+    partitions: int = 1
 
     def as_json(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+    @property
+    def leads_per_min_per_core(self) -> float:
+        """What one worker process sends per minute with a core to itself (sends cost CPU only here:
+        the sandbox answers at once)."""
+        return self.leads_per_min / max(1, min(self.workers, self.cpus or self.workers))
+
+
+def result_path(data_dir: Path) -> Path:
+    return data_dir / "bench" / "dispatch.json"
+
+
+def save_result(result: DispatchBenchResult, data_dir: Path) -> Path:
+    """Keep the latest run's figures for `leadctl plan`."""
+    path = result_path(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2))
+    return path
+
+
+def load_result(data_dir: Path) -> DispatchBenchResult | None:
+    """The latest saved run, if any (None also when the file is unreadable or of another version)."""
+    try:
+        return DispatchBenchResult(**orjson.loads(result_path(data_dir).read_bytes()))
+    except (OSError, orjson.JSONDecodeError, TypeError):
+        return None
 
 
 def _bench_settings(settings: Settings, sandbox_url: str, namespace: str, concurrency: int) -> Settings:
@@ -66,16 +102,30 @@ def _bench_settings(settings: Settings, sandbox_url: str, namespace: str, concur
     return Settings.model_validate(data)
 
 
-def _queue_leads(conn: psycopg.Connection, client: redis.Redis, namespace: str, count: int) -> None:
+def _queue_leads(
+    conn: psycopg.Connection, client: RedisClient, namespace: str, count: int, partitions: int
+) -> None:
     writer = LeadWriter(namespace)
-    queue.ensure_group(client, namespace, "sms")
+    queue.ensure_group(client, namespace, "sms", partitions)
     for start in range(0, count, 5000):
         leads = [
             Lead("sms", f"+55119{i:08d}", f"Lead {i}", "bench", i + 2, phone=f"+55119{i:08d}")
             for i in range(start, min(count, start + 5000))
         ]
         recorded = writer.record(conn, leads, "bench")
-        queue.enqueue(client, namespace, [(r.channel, r.lead_id) for r in recorded])
+        queue.enqueue(client, namespace, [(r.channel, r.lead_id) for r in recorded], partitions)
+
+
+def _primaries(client: RedisClient) -> int:
+    return len(client.get_primaries()) if isinstance(client, RedisCluster) else 1
+
+
+def _commands_processed(client: RedisClient) -> int:
+    """Commands Redis has run, on every primary of a cluster (scripts' inner commands included)."""
+    if isinstance(client, RedisCluster):
+        per_node = client.info("stats", target_nodes=RedisCluster.PRIMARIES)
+        return sum(int(info["total_commands_processed"]) for info in per_node.values())
+    return int(client.info("stats")["total_commands_processed"])
 
 
 class _RssSampler(threading.Thread):
@@ -151,20 +201,21 @@ def run_dispatch_bench(
         client = open_redis(endpoints.redis_url, bench)
         conn = open_postgres(endpoints.database_url, bench)
         try:
-            _queue_leads(conn, client, namespace, leads)
-            commands_before = int(client.info("stats")["total_commands_processed"])
+            _queue_leads(conn, client, namespace, leads, bench.redis.partitions)
+            commands_before = _commands_processed(client)
             sampler = _RssSampler()
             sampler.start()
             reports = Supervisor(bench, endpoints, [PoolSpec("sms", workers, concurrency)], burst=True).run()
             sampler.done.set()
             sampler.join()
-            commands = int(client.info("stats")["total_commands_processed"]) - commands_before
+            commands = _commands_processed(client) - commands_before
             first, last, sent = conn.execute(
                 f'SELECT min(claimed_at), max(finished_at), count(*) FROM "{namespace}".deliveries '
                 "WHERE status = 'sent'"
             ).fetchone()
             pipeline_per_min = sent / max((last - first).total_seconds(), 1e-9) * 60 if sent else 0.0
             duplicates = sandbox.stats()["duplicates"]
+            masters = _primaries(client)
             sandbox.reset()
             raw_per_min = _raw_ceiling(sandbox.base_url, leads, workers, concurrency)
         finally:
@@ -188,4 +239,7 @@ def run_dispatch_bench(
         redis_commands_per_lead=commands / leads,
         sent=sent,
         duplicates_at_provider=duplicates,
+        cpus=os.cpu_count() or 1,
+        redis_masters=masters,
+        partitions=bench.redis.partitions,
     )

@@ -2,6 +2,11 @@
 
 Each channel's keys share the hash tag ``{namespace:channel}``, so on Redis Cluster a channel's
 stream, dead letters and counters live in one slot and multi-key commands and scripts stay legal.
+
+A channel's queue may be split in partitions (``redis.partitions``) to spread it over the slots of a
+cluster: partition 0 is the channel's own stream ``{namespace:channel}:stream`` (so data queued
+before partitioning stays readable), partition p > 0 is ``{namespace:channel:p}:stream``, each its
+own slot. A lead's partition is its id modulo the partition count.
 """
 
 from __future__ import annotations
@@ -13,9 +18,42 @@ def tag(namespace: str, channel: str) -> str:
     return f"{{{namespace}:{channel}}}"
 
 
-def stream(namespace: str, channel: str) -> str:
-    """The channel's queue: one entry per lead to send."""
+def stream(namespace: str, channel: str, partition: int = 0) -> str:
+    """The channel's queue (or one partition of it): one entry per lead to send."""
+    if partition:
+        return f"{{{namespace}:{channel}:{partition}}}:stream"
     return f"{tag(namespace, channel)}:stream"
+
+
+def streams(namespace: str, channel: str, partitions: int) -> list[str]:
+    """Every partition's stream of a channel, partition 0 first."""
+    return [stream(namespace, channel, p) for p in range(partitions)]
+
+
+def partition_of(lead_id: int, partitions: int) -> int:
+    """The partition a lead is queued in."""
+    return lead_id % partitions
+
+
+def delayed(namespace: str, channel: str, partition: int = 0) -> str:
+    """Deferred leads (quiet hours, frequency caps) of one stream partition, in that partition's slot:
+    a sorted set of lead ids scored by when they may be sent; due ones go back to the stream."""
+    return stream(namespace, channel, partition).removesuffix(":stream") + ":delayed"
+
+
+def caps_tag(scope: str) -> str:
+    """The hash tag of a caps scope (a namespace, or several sharing ``compliance.caps_scope``)."""
+    return f"{{{scope}:caps}}"
+
+
+def cap(scope: str, channel: str, digest: str) -> str:
+    """One contact's recent sends on a channel (frequency caps); ``digest`` is its salted hash."""
+    return f"{caps_tag(scope)}:{channel}:{digest}"
+
+
+def caps_salt(scope: str) -> str:
+    """The random salt of a caps scope's contact hashes."""
+    return f"{caps_tag(scope)}:salt"
 
 
 def dead_letters(namespace: str, channel: str) -> str:

@@ -32,6 +32,7 @@ import redis
 import redis.asyncio as aioredis
 
 from leadctl import keys
+from leadctl.connections import REDIS_OUTAGE
 
 log = logging.getLogger("leadctl.metrics")
 
@@ -218,7 +219,7 @@ class MetricsRecorder:
         )
         try:
             await self._script(keys=script_keys, args=args)
-        except redis.RedisError as exc:
+        except (redis.RedisError, *REDIS_OUTAGE) as exc:
             if not self._failing:
                 log.warning("counters for stats not published (sending goes on): %s", exc)
             self._failing = True

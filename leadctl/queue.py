@@ -3,24 +3,34 @@
 An entry carries only the lead's id (``l``); the lead itself, with its personal data, stays in
 PostgreSQL. Acknowledged entries are deleted (XACK + XDEL), so a stream's length is always
 ``queued + pending`` and its memory stays bounded.
+
+With ``redis.partitions`` P > 1 a channel is P streams, each in its own cluster slot (leadctl.keys):
+a lead is queued in partition ``id % P`` and every worker reads every partition in turn, so any
+worker drains any partition and no partition waits for a worker of its own. Every command names
+one key (or keys of one slot); what spans partitions is a loop or a non-transactional pipeline.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis
-import redis.asyncio as aioredis
 
 from leadctl import keys
+from leadctl.connections import AsyncRedisClient, RedisClient
 
 LEAD_FIELD = b"l"
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry; ``lead_id`` is None when the entry could not be decoded (poison)."""
+    """One stream entry; ``lead_id`` is None when the entry could not be decoded (poison).
+
+    ``entry_id`` is what the consumer acknowledges it by: the stream id, prefixed with
+    ``<partition>/`` on a partitioned channel (stream ids are unique only within one stream).
+    """
 
     entry_id: bytes
     lead_id: int | None
@@ -46,21 +56,25 @@ def _is_busygroup(exc: redis.ResponseError) -> bool:
     return str(exc).startswith("BUSYGROUP")
 
 
-def ensure_group(client: redis.Redis, namespace: str, channel: str) -> None:
-    """Create the channel's stream and consumer group if they do not exist."""
-    try:
-        client.xgroup_create(keys.stream(namespace, channel), keys.GROUP, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if not _is_busygroup(exc):
-            raise
+def ensure_group(client: RedisClient, namespace: str, channel: str, partitions: int = 1) -> None:
+    """Create the channel's streams and their consumer group if they do not exist."""
+    for key in keys.streams(namespace, channel, partitions):
+        try:
+            client.xgroup_create(key, keys.GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if not _is_busygroup(exc):
+                raise
 
 
-def enqueue(client: redis.Redis, namespace: str, items: Iterable[tuple[str, int]]) -> int:
+def enqueue(
+    client: RedisClient, namespace: str, items: Iterable[tuple[str, int]], partitions: int = 1
+) -> int:
     """Append (channel, lead_id) pairs to their streams in one pipeline; return how many."""
     pipe = client.pipeline(transaction=False)
     count = 0
     for channel, lead_id in items:
-        pipe.xadd(keys.stream(namespace, channel), {LEAD_FIELD: lead_id})
+        key = keys.stream(namespace, channel, keys.partition_of(lead_id, partitions))
+        pipe.xadd(key, {LEAD_FIELD: lead_id})
         count += 1
     if count:
         pipe.execute()
@@ -77,74 +91,153 @@ return n
 """
 
 
-def enqueue_ids(client: redis.Redis, namespace: str, channel: str, lead_ids: str) -> int:
-    """Append comma-separated lead ids to one channel's stream, in order, in one round trip (a Lua
-    script, so there is no Python work per id); return how many."""
+def _by_partition(lead_ids: str, partitions: int) -> dict[int, str]:
+    """Comma-separated ids split per partition, each part in the order given."""
+    if partitions == 1:
+        return {0: lead_ids}
+    parts: defaultdict[int, list[str]] = defaultdict(list)
+    for lead_id in lead_ids.split(","):
+        parts[keys.partition_of(int(lead_id), partitions)].append(lead_id)
+    return {partition: ",".join(ids) for partition, ids in parts.items()}
+
+
+def enqueue_ids(client: RedisClient, namespace: str, channel: str, lead_ids: str, partitions: int = 1) -> int:
+    """Append comma-separated lead ids to one channel's streams, in order, in one round trip per
+    partition (a Lua script, so there is no Python work per id on an unpartitioned channel);
+    return how many."""
     if not lead_ids:
         return 0
     script = client.register_script(_XADD_EACH)
-    return int(script(keys=[keys.stream(namespace, channel)], args=[lead_ids, LEAD_FIELD]))
+    return sum(
+        int(script(keys=[keys.stream(namespace, channel, partition)], args=[ids, LEAD_FIELD]))
+        for partition, ids in _by_partition(lead_ids, partitions).items()
+    )
 
 
-def depth(client: redis.Redis, namespace: str, channel: str) -> Depth:
-    """Queued and pending counts of one channel (zero when the stream does not exist yet)."""
-    key = keys.stream(namespace, channel)
+def depth(client: RedisClient, namespace: str, channel: str, partitions: int = 1) -> Depth:
+    """Queued and pending counts of one channel over its partitions (a stream never used counts 0)."""
     pipe = client.pipeline(transaction=False)
-    pipe.xlen(key)
-    pipe.xpending(key, keys.GROUP)
-    try:
-        length, pending = pipe.execute()
-    except redis.ResponseError:  # NOGROUP: nothing was ever queued on this channel
-        return Depth(0, 0)
-    pending_count = int(pending["pending"]) if pending else 0
-    return Depth(max(0, int(length) - pending_count), pending_count)
+    for key in keys.streams(namespace, channel, partitions):
+        pipe.xlen(key)
+        pipe.xpending(key, keys.GROUP)
+    replies = pipe.execute(raise_on_error=False)
+    queued = pending = 0
+    for length, summary in zip(replies[::2], replies[1::2], strict=True):
+        for reply in (length, summary):
+            if isinstance(reply, Exception) and not isinstance(reply, redis.ResponseError):
+                raise reply
+        if isinstance(summary, redis.ResponseError):  # NOGROUP: nothing was ever queued here
+            continue
+        count = int(summary["pending"]) if summary else 0
+        queued += max(0, int(length) - count)
+        pending += count
+    return Depth(queued, pending)
+
+
+def _ref(partition: int, entry_id: bytes, partitions: int) -> bytes:
+    return entry_id if partitions == 1 else b"%d/%s" % (partition, entry_id)
+
+
+def _unref(ref: bytes) -> tuple[int, bytes]:
+    partition, slash, entry_id = ref.partition(b"/")
+    return (int(partition), entry_id) if slash else (0, ref)
 
 
 class StreamConsumer:
-    """One worker's view of a channel's stream in the consumer group."""
+    """One worker's view of a channel's streams (every partition) in the consumer group.
 
-    def __init__(self, client: aioredis.Redis, namespace: str, channel: str, consumer: str) -> None:
+    A read goes round the partitions: it starts after the partition the last read took from, asks
+    each in turn without blocking and blocks (``block_ms``) only on the last of the round, so an
+    idle worker makes one blocking call and P-1 quick ones per ``block_ms``. With one partition it
+    is the single blocking XREADGROUP it always was.
+    """
+
+    def __init__(
+        self, client: AsyncRedisClient, namespace: str, channel: str, consumer: str, partitions: int = 1
+    ) -> None:
         self.client = client
-        self.key = keys.stream(namespace, channel)
+        self.keys = keys.streams(namespace, channel, partitions)
         self.dead_key = keys.dead_letters(namespace, channel)
         self.consumer = consumer
+        self._next = 0  # the partition the next read starts at
 
     async def ensure_group(self) -> None:
-        try:
-            await self.client.xgroup_create(self.key, keys.GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if not _is_busygroup(exc):
-                raise
+        for key in self.keys:
+            try:
+                await self.client.xgroup_create(key, keys.GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if not _is_busygroup(exc):
+                    raise
+
+    def _round(self) -> list[int]:
+        """The partitions in the order this read visits them."""
+        count = len(self.keys)
+        return [(self._next + step) % count for step in range(count)]
+
+    def _entries(
+        self, partition: int, replies: Iterable[tuple[bytes, dict[bytes, bytes] | None]]
+    ) -> list[Entry]:
+        return [_decode(_ref(partition, entry_id, len(self.keys)), fields) for entry_id, fields in replies]
+
+    def _split(self, refs: Iterable[bytes]) -> dict[int, list[bytes]]:
+        """Entry ids per partition."""
+        parts: defaultdict[int, list[bytes]] = defaultdict(list)
+        for ref in refs:
+            partition, entry_id = _unref(ref)
+            parts[partition].append(entry_id)
+        return parts
 
     async def read(self, count: int, block_ms: int | None) -> list[Entry]:
-        """New entries for this consumer (XREADGROUP ... COUNT), waiting up to ``block_ms``."""
-        reply = await self.client.xreadgroup(
-            keys.GROUP, self.consumer, {self.key: ">"}, count=count, block=block_ms
-        )
-        if not reply:
-            return []
-        return [_decode(entry_id, fields) for entry_id, fields in reply[0][1]]
+        """New entries for this consumer (XREADGROUP ... COUNT) from the next partition that has
+        any, waiting up to ``block_ms`` on the last partition of the round."""
+        order = self._round()
+        for partition in order:
+            reply = await self.client.xreadgroup(
+                keys.GROUP,
+                self.consumer,
+                {self.keys[partition]: ">"},
+                count=count,
+                block=block_ms if partition == order[-1] else None,
+            )
+            if reply:
+                self._next = (partition + 1) % len(self.keys)
+                return self._entries(partition, reply[0][1])
+        return []
 
     async def reclaim(self, min_idle_ms: int, count: int) -> list[Entry]:
-        """Take over entries other consumers left pending longer than ``min_idle_ms`` (crashed workers)."""
-        reply = await self.client.xautoclaim(
-            self.key, keys.GROUP, self.consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count
-        )
-        claimed = reply[1]
-        entries = [_decode(entry_id, fields) for entry_id, fields in claimed if fields is not None]
-        deleted = [entry_id for entry_id, fields in claimed if fields is None]
-        if len(reply) > 2:
-            deleted.extend(reply[2])
-        if deleted:  # trimmed away under us: nothing to send, just clear them from the pending list
-            await self.settle(deleted)
+        """Take over entries other consumers left pending longer than ``min_idle_ms`` (crashed
+        workers), up to ``count``, from every partition."""
+        entries: list[Entry] = []
+        for partition in self._round():
+            if len(entries) >= count:
+                break
+            reply = await self.client.xautoclaim(
+                self.keys[partition],
+                keys.GROUP,
+                self.consumer,
+                min_idle_time=min_idle_ms,
+                start_id="0-0",
+                count=count - len(entries),
+            )
+            claimed = reply[1]
+            entries += self._entries(partition, [(i, fields) for i, fields in claimed if fields is not None])
+            deleted = [i for i, fields in claimed if fields is None]
+            if len(reply) > 2:
+                deleted.extend(reply[2])
+            if deleted:  # trimmed away under us: nothing to send, just clear them from the pending list
+                await self.settle([_ref(partition, i, len(self.keys)) for i in deleted])
         return entries
 
     async def renew(self, entry_ids: Sequence[bytes]) -> None:
         """Reset the idle time of entries still being worked on, so no other worker reclaims them."""
-        if entry_ids:
-            await self.client.xclaim(
-                self.key, keys.GROUP, self.consumer, min_idle_time=0, message_ids=list(entry_ids), justid=True
+        if not entry_ids:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for partition, ids in self._split(entry_ids).items():
+            pipe.xclaim(
+                self.keys[partition], keys.GROUP, self.consumer, min_idle_time=0, message_ids=ids, justid=True
             )
+        await pipe.execute()
 
     async def settle(self, acked: Sequence[bytes], dead: Sequence[tuple[Entry, str]] = ()) -> None:
         """In one round trip: acknowledge and delete ``acked``; move ``dead`` to the dead-letter stream."""
@@ -155,14 +248,20 @@ class StreamConsumer:
             lead = str(entry.lead_id) if entry.lead_id is not None else ""
             pipe.xadd(self.dead_key, {"entry": entry.entry_id, "lead": lead, "reason": reason})
         done = [*acked, *(entry.entry_id for entry, _ in dead)]
-        pipe.xack(self.key, keys.GROUP, *done)
-        pipe.xdel(self.key, *done)
+        for partition, ids in self._split(done).items():
+            pipe.xack(self.keys[partition], keys.GROUP, *ids)
+            pipe.xdel(self.keys[partition], *ids)
         await pipe.execute()
 
     async def pending_total(self) -> int:
-        """Entries of the whole group read but not yet acknowledged."""
-        summary = await self.client.xpending(self.key, keys.GROUP)
-        return int(summary["pending"]) if summary else 0
+        """Entries of the whole group read but not yet acknowledged, over every partition."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.keys:
+            pipe.xpending(key, keys.GROUP)
+        return sum(int(summary["pending"]) if summary else 0 for summary in await pipe.execute())
 
     async def length(self) -> int:
-        return int(await self.client.xlen(self.key))
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.keys:
+            pipe.xlen(key)
+        return sum(int(length) for length in await pipe.execute())

@@ -32,15 +32,15 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import redis
 import redis.asyncio as aioredis
 
 from leadctl import keys
 from leadctl.config import ProviderSettings
+from leadctl.connections import REDIS_OUTAGE
 
 log = logging.getLogger("leadctl.ratelimit")
 
-_DEPENDENCY_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+_DEPENDENCY_ERRORS = REDIS_OUTAGE
 
 # KEYS[1] the pause key, KEYS[2..] one GCRA key per limit; ARGV[1] sends wanted, then per limit its
 # emission interval (microseconds) and burst. Returns {sends granted, microseconds to wait}; while

@@ -52,31 +52,36 @@ def _entry_time(entry_id: bytes) -> float:
     return int(entry_id.split(b"-", 1)[0]) / 1000
 
 
-def queue_states(client: redis.Redis, namespace: str) -> dict[str, QueueState]:
-    """Every channel's stream state in one pipeline (a stream never used reads as empty)."""
+def queue_states(client: redis.Redis, namespace: str, partitions: int = 1) -> dict[str, QueueState]:
+    """Every channel's stream state, over its partitions, in one pipeline (a stream never used reads
+    as empty)."""
     pipe = client.pipeline(transaction=False)
     for channel in CHANNELS:
-        stream = keys.stream(namespace, channel)
-        pipe.xpending(stream, keys.GROUP)
-        pipe.xpending_range(stream, keys.GROUP, min="-", max="+", count=_OLDEST_SAMPLE)
-        pipe.xrange(stream, count=1)
+        for stream in keys.streams(namespace, channel, partitions):
+            pipe.xpending(stream, keys.GROUP)
+            pipe.xpending_range(stream, keys.GROUP, min="-", max="+", count=_OLDEST_SAMPLE)
+            pipe.xrange(stream, count=1)
         pipe.xlen(keys.dead_letters(namespace, channel))
-    replies = pipe.execute(raise_on_error=False)
+    replies = iter(pipe.execute(raise_on_error=False))
     states: dict[str, QueueState] = {}
-    for index, channel in enumerate(CHANNELS):
-        summary, oldest, first, dead = replies[index * 4 : index * 4 + 4]
-        if isinstance(summary, redis.ResponseError):  # NOGROUP: nothing was ever queued here
-            summary, oldest = {"pending": 0}, []
-        for reply in (summary, oldest, first, dead):
-            if isinstance(reply, Exception) and not isinstance(reply, redis.ResponseError):
-                raise reply
-        idle_ms = max((entry["time_since_delivered"] for entry in oldest), default=0)
-        states[channel] = QueueState(
-            int(summary["pending"]),
-            round(idle_ms / 1000, 1),
-            _entry_time(first[0][0]) if first else None,
-            int(dead),
-        )
+    for channel in CHANNELS:
+        pending, idle_ms, oldest_entry = 0, 0, None
+        for _ in range(partitions):
+            summary, oldest, first = next(replies), next(replies), next(replies)
+            if isinstance(summary, redis.ResponseError):  # NOGROUP: nothing was ever queued here
+                summary, oldest = {"pending": 0}, []
+            for reply in (summary, oldest, first):
+                if isinstance(reply, Exception) and not isinstance(reply, redis.ResponseError):
+                    raise reply
+            pending += int(summary["pending"])
+            idle_ms = max([idle_ms, *(entry["time_since_delivered"] for entry in oldest)])
+            if first:
+                queued_at = _entry_time(first[0][0])
+                oldest_entry = queued_at if oldest_entry is None else min(oldest_entry, queued_at)
+        dead = next(replies)
+        if isinstance(dead, Exception):
+            raise dead
+        states[channel] = QueueState(pending, round(idle_ms / 1000, 1), oldest_entry, int(dead))
     return states
 
 
@@ -103,10 +108,12 @@ def _oldest_claim(groups: list[DeliveryGroup]) -> float:
     return round(max((g.oldest_claim_s or 0.0 for g in groups if g.status == "sending"), default=0.0), 1)
 
 
-def channel_stats(client: redis.Redis, conn: psycopg.Connection, namespace: str) -> dict[str, dict[str, int]]:
+def channel_stats(
+    client: redis.Redis, conn: psycopg.Connection, namespace: str, partitions: int = 1
+) -> dict[str, dict[str, int]]:
     """Per channel: ``leads`` and the seven statuses, which add up to it."""
     groups = delivery_groups(conn, namespace)
-    states = queue_states(client, namespace)
+    states = queue_states(client, namespace, partitions)
     return {
         channel: status_figures(
             count_by_status([g for g in groups if g.channel == channel]), states[channel].pending
@@ -245,7 +252,7 @@ def collect(
         now,
         delivery_groups(conn, namespace),
         suppression_sizes(conn, namespace),
-        queue_states(client, namespace),
+        queue_states(client, namespace, settings.redis.partitions),
         metrics.read_counters(client, namespace, CHANNELS, now),
         live_workers(client, namespace, now),
     )

@@ -17,10 +17,15 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from leadctl import keys
 from leadctl.config import Settings
+from leadctl.localcluster import LocalCluster, find_redis_server
 from leadctl.store.migrations import drop_namespace
+
+CLUSTER_PARTITIONS = 4
+"""Streams per channel in the Redis Cluster tests."""
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -146,3 +151,32 @@ def run_leadctl(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real Redis Cluster for the session: 3 masters with a replica each (six local redis-server
+    processes), failing over 2 s after a master stops answering."""
+    if find_redis_server() is None:
+        pytest.skip("redis-server is not installed: the Redis Cluster tests need it to start a cluster")
+    cluster = LocalCluster(Path(tempfile.mkdtemp(prefix="leadctl-cluster-"))).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: LocalCluster) -> Iterator[RedisCluster]:
+    client = RedisCluster.from_url(redis_cluster.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cluster_env(leadctl_env: dict[str, str], redis_cluster: LocalCluster) -> dict[str, str]:
+    """The real command's environment on the cluster, with partitioned streams."""
+    return {
+        **leadctl_env,
+        "LEADCTL_REDIS_URL": redis_cluster.url,
+        "LEADCTL_REDIS__CLUSTER": "true",
+        "LEADCTL_REDIS__PARTITIONS": str(CLUSTER_PARTITIONS),
+    }

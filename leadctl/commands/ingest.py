@@ -118,6 +118,7 @@ def ingest(
         settings.ingest.batch_size,
         dry_run=dry_run,
         workers=default_workers() if workers is None else workers,
+        partitions=settings.redis.partitions,
     )
     try:
         with _progress_bar(state) as progress:

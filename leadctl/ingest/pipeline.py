@@ -223,12 +223,18 @@ class _Writers:
     new ones; outcomes are counted in the calling thread, in submission order."""
 
     def __init__(
-        self, conns: Sequence[psycopg.Connection], client: redis.Redis, namespace: str, timings: Timings
+        self,
+        conns: Sequence[psycopg.Connection],
+        client: redis.Redis,
+        namespace: str,
+        timings: Timings,
+        partitions: int,
     ) -> None:
         self.conns = conns
         self.client = client
         self.namespace = namespace
         self.timings = timings
+        self.partitions = partitions
         self.writer = LeadWriter(namespace)
         self._threads = [ThreadPoolExecutor(1, thread_name_prefix="leadctl-writer") for _ in conns]
         self._pending: deque[tuple[Future[_Written], int, Tally]] = deque()
@@ -265,9 +271,9 @@ class _Writers:
         for new in recorded:
             if new.to_queue:
                 if new.channel not in self._groups:
-                    queue.ensure_group(self.client, self.namespace, new.channel)
+                    queue.ensure_group(self.client, self.namespace, new.channel, self.partitions)
                     self._groups.add(new.channel)
-                queue.enqueue_ids(self.client, self.namespace, new.channel, new.to_queue)
+                queue.enqueue_ids(self.client, self.namespace, new.channel, new.to_queue, self.partitions)
         return _Written(recorded, committed - started, time.perf_counter() - committed)
 
     def _count(self, future: Future[_Written], leads: int, tally: Tally) -> None:
@@ -290,7 +296,8 @@ class Ingestor:
     ``conn``: one PostgreSQL connection, or several (one writer thread each; two keep PostgreSQL
     busy on two cores). ``batch_size``: rows per parse batch. ``dry_run``: validate and count
     (in-file duplicates included) without writing; needs no connection. ``workers``: parse worker
-    processes (0: parse in this process), started only for big inputs.
+    processes (0: parse in this process), started only for big inputs. ``partitions``: streams per
+    channel (``redis.partitions``).
     """
 
     def __init__(
@@ -302,8 +309,10 @@ class Ingestor:
         *,
         dry_run: bool = False,
         workers: int = 0,
+        partitions: int = 1,
     ) -> None:
         self.namespace = namespace
+        self.partitions = partitions
         self.conns = [] if conn is None else [conn] if isinstance(conn, psycopg.Connection) else list(conn)
         self.redis = redis_client
         self.batch_size = batch_size
@@ -333,7 +342,7 @@ class Ingestor:
         writers = None
         if not self.dry_run:
             assert self.redis is not None
-            writers = _Writers(self.conns, self.redis, self.namespace, report.timings)
+            writers = _Writers(self.conns, self.redis, self.namespace, report.timings, self.partitions)
         distinct = DistinctCounter() if self.dry_run else None
         try:
             for source, target in zip(sources, targets, strict=True):
