@@ -64,6 +64,8 @@ def test_restart_during_a_run(
 ) -> None:
     url = private_server(settings, private_dir, which)
     env = {**leadctl_env, "LEADCTL_REDIS_URL" if which == "redis" else "LEADCTL_DATABASE_URL": url}
+    # waits for a connection give up after 1 s, so the 2 s outage surfaces instead of being waited out
+    env["LEADCTL_DATABASE__CONNECT_TIMEOUT_MS"] = "1000"
     redis_url, database_url = env["LEADCTL_REDIS_URL"], env["LEADCTL_DATABASE_URL"]
     write_leads(tmp_path / "leads.csv", LEADS)
     with sandbox_in_thread(latency_ms=20, seed=5) as sandbox:
