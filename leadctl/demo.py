@@ -62,6 +62,7 @@ def run_demo(
         client = open_redis(endpoints.redis_url, demo)
         _empty_namespace(client, endpoints.database_url, DEMO_NAMESPACE)
         conn = open_postgres(endpoints.database_url, demo)
+        demo.data_dir.mkdir(parents=True, exist_ok=True)
         rejects = demo.data_dir / "demo.rejects.csv"
         ingestor = Ingestor(DEMO_NAMESPACE, conn, client, demo.ingest.batch_size)
         report = ingestor.ingest(

@@ -175,3 +175,13 @@ def test_campaign_templates_and_sms_segments_are_used_and_recorded(
         ).fetchall()
     )
     assert segments == {"+5511987650001": 2, "+5511987650002": 1}
+
+
+def test_demo_runs_end_to_end_on_configured_servers(leadctl_env: dict[str, str], tmp_path: Path) -> None:
+    examples = Path(__file__).parent.parent / "examples" / "leads.csv"
+    env = {**leadctl_env, "LEADCTL_DATA_DIR": str(tmp_path / "data")}  # not created beforehand
+    result = run_leadctl(["demo", "--file", str(examples)], env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "200 accepted, 1 rejected" in result.stderr
+    assert "received 150 messages, 0 duplicates" in result.stderr
+    assert (tmp_path / "data" / "demo.rejects.csv").is_file()
