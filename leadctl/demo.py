@@ -9,29 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
-import redis
-
-from leadctl import keys
 from leadctl.config import CHANNELS, Settings
 from leadctl.connections import Endpoints, open_postgres, open_redis
 from leadctl.errors import InputError
 from leadctl.ingest import ParseOptions
 from leadctl.ingest.pipeline import Ingestor
+from leadctl.namespaces import purge_namespace
 from leadctl.pool import PoolSpec, Supervisor
 from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, sandbox_in_thread
 from leadctl.stats import channel_stats
-from leadctl.store.migrations import drop_namespace
 
 DEMO_NAMESPACE = "demo"
-
-
-def _empty_namespace(client: redis.Redis, database_url: str, namespace: str) -> None:
-    stale = list(client.scan_iter(match=keys.namespace_pattern(namespace), count=1000))
-    if stale:
-        client.delete(*stale)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        drop_namespace(conn, namespace)
 
 
 def demo_settings(settings: Settings, sandbox_url: str) -> Settings:
@@ -60,7 +48,7 @@ def run_demo(
     with sandbox_in_thread() as sandbox:
         demo = demo_settings(settings, sandbox.base_url)
         client = open_redis(endpoints.redis_url, demo)
-        _empty_namespace(client, endpoints.database_url, DEMO_NAMESPACE)
+        purge_namespace(client, endpoints.database_url, DEMO_NAMESPACE)
         conn = open_postgres(endpoints.database_url, demo)
         demo.data_dir.mkdir(parents=True, exist_ok=True)
         rejects = demo.data_dir / "demo.rejects.csv"

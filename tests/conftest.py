@@ -19,10 +19,9 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from leadctl import keys
 from leadctl.config import Settings
 from leadctl.localcluster import LocalCluster, find_redis_server
-from leadctl.store.migrations import drop_namespace
+from leadctl.namespaces import purge_namespace
 
 CLUSTER_PARTITIONS = 4
 """Streams per channel in the Redis Cluster tests."""
@@ -75,13 +74,8 @@ def namespace(service_urls: tuple[str, str]) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
     redis_url, database_url = service_urls
-    client = redis.Redis.from_url(redis_url)
-    stale = list(client.scan_iter(match=keys.namespace_pattern(name), count=1000))
-    if stale:
-        client.delete(*stale)
-    client.close()
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        drop_namespace(conn, name)
+    with redis.Redis.from_url(redis_url) as client:
+        purge_namespace(client, database_url, name)
 
 
 @pytest.fixture

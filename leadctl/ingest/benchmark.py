@@ -30,8 +30,7 @@ import psutil
 import psycopg
 import redis
 
-from leadctl import keys
-from leadctl.store.migrations import drop_namespace
+from leadctl.namespaces import purge_namespace
 
 _AREAS = ("11", "21", "31", "41", "51", "61", "71", "81", "85", "91", "19", "27", "47", "62", "98")
 _CITIES = ("São Paulo", "Rio de Janeiro", "Belo Horizonte", "Curitiba", "Porto Alegre", "Brasília", "Recife")
@@ -210,7 +209,7 @@ def run_ingest(
         sampler.join()
     wall = time.perf_counter() - started
     redis_cpu = _redis_cpu(client) - redis_before
-    _drop(client, database_url, namespace)
+    purge_namespace(client, database_url, namespace)
     client.close()
     try:
         report = orjson.loads(out)
@@ -234,14 +233,6 @@ def run_ingest(
         | ({"timings": report["timings"]} if "timings" in report else {}),
         exit_code=process.returncode,
     )
-
-
-def _drop(client: redis.Redis, database_url: str, namespace: str) -> None:
-    stale = list(client.scan_iter(match=keys.namespace_pattern(namespace), count=1000))
-    if stale:
-        client.delete(*stale)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        drop_namespace(conn, namespace)
 
 
 def bench_file(directory: Path, rows: int) -> Path:
