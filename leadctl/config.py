@@ -184,6 +184,121 @@ class AlertSettings(_Section):
     webhook_url: str | None = None
 
 
+class QuietHours(_Section):
+    """When messages may go out, in the lead's local time (leadctl.compliance.windows).
+
+    The defaults are Brazil's marketing hours; the US TCPA window is ``allow: "08:00-21:00"``,
+    ``days: mon-sun``.
+    """
+
+    allow: str = "09:00-20:00"
+    days: str = "mon-sat"
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: str) -> str:
+        from leadctl.compliance.windows import parse_allow
+
+        parse_allow(value)
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        from leadctl.compliance.windows import parse_days
+
+        parse_days(value)
+        return value
+
+
+class CampaignCompliance(_Section):
+    """One campaign's own rules: send windows per channel, and lead fields that prove consent."""
+
+    quiet_hours: dict[Channel, QuietHours] = Field(default_factory=dict)
+    require_consent: list[str] = Field(default_factory=list)
+    """Lead fields (``consent_at``, ``consent_source``) that must be filled, else ingest rejects the lead."""
+
+
+class ComplianceSettings(_Section):
+    """Quiet hours, frequency caps and per-campaign consent (see the README's Compliance section)."""
+
+    quiet_hours: dict[Channel, QuietHours] = Field(default_factory=dict)
+    """Send windows per channel; a channel left out has none."""
+    timezone_field: str = "timezone"
+    """The lead field holding its IANA time zone (else the phone number's, else default_timezone)."""
+    default_timezone: str = "America/Sao_Paulo"
+    caps: dict[Channel, str] = Field(default_factory=dict)
+    """At most N messages per contact per channel in a rolling window: ``{sms: "3/week"}``."""
+    cap_action: Literal["defer", "skip"] = "defer"
+    caps_scope: str | None = None
+    """Namespaces sharing a scope share their caps (default: this namespace alone)."""
+    campaigns: dict[str, CampaignCompliance] = Field(default_factory=dict)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from leadctl.compliance.windows import zone
+
+        if zone(value) is None:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as America/Sao_Paulo)")
+        return value
+
+    @field_validator("caps")
+    @classmethod
+    def _caps(cls, value: dict[str, str]) -> dict[str, str]:
+        from leadctl.compliance.caps import parse_cap
+
+        for cap in value.values():
+            parse_cap(cap)
+        return value
+
+    @field_validator("caps_scope")
+    @classmethod
+    def _scope(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,60}", value):
+            raise ValueError("must be letters, digits, '_', '.' or '-'")
+        return value
+
+    def window_for(self, channel: str, campaign: str) -> QuietHours | None:
+        """The campaign's window on ``channel``, else the channel's, else None (no window)."""
+        own = self.campaigns.get(campaign)
+        if own is not None and channel in own.quiet_hours:
+            return own.quiet_hours[channel]
+        return self.quiet_hours.get(channel)
+
+    def consent(self) -> dict[str, tuple[str, ...]]:
+        """Campaign -> the lead fields its leads must fill (campaigns requiring none left out)."""
+        return {name: tuple(c.require_consent) for name, c in self.campaigns.items() if c.require_consent}
+
+
+class OptOutSettings(_Section):
+    """Inbound replies that suppress their sender (leadctl.compliance.optout)."""
+
+    keywords: list[str] = Field(default_factory=lambda: list(_optout_defaults()))
+    scope: Literal["channel", "all"] = "channel"
+    """Suppress the contact on the channel it replied on, or on every channel."""
+
+
+def _optout_defaults() -> tuple[str, ...]:
+    from leadctl.compliance.optout import DEFAULT_KEYWORDS
+
+    return DEFAULT_KEYWORDS
+
+
+class WebhookSettings(_Section):
+    """`leadctl webhooks serve`: delivery receipts and inbound replies from the providers."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=0, le=65535)
+    public_url: str | None = None
+    """The base URL providers call (behind a proxy): signatures are checked against it."""
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    flush_ms: int = Field(100, ge=1)
+    batch_size: int = Field(500, ge=1)
+
+    _public_url = field_validator("public_url")(_blank_is_none)
+
+
 def _default_channels() -> dict[str, ChannelSettings]:
     return {name: ChannelSettings() for name in CHANNELS}
 
@@ -201,6 +316,9 @@ class Settings(_Section):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
+    optout: OptOutSettings = Field(default_factory=OptOutSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("namespace")
     @classmethod

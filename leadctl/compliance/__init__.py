@@ -1,0 +1,1 @@
+"""Compliance: quiet hours, frequency caps, opt-out keywords, consent, erasure (LGPD) and hashed contacts."""
