@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import redis
 
 from leadctl import keys, queue
+from leadctl.compliance import delayed
 from leadctl.config import Settings
 from leadctl.connections import Endpoints
 from leadctl.pool import PoolReport, PoolSpec, Supervisor
@@ -58,6 +59,8 @@ class ChannelSummary:
     failed: int = 0
     in_doubt: int = 0
     dead: int = 0
+    deferred: int = 0
+    """Leads put off by quiet hours or a frequency cap (they wait in the delayed set, not failed)."""
     remaining: int = 0
     leads_per_min: float = 0.0
 
@@ -124,6 +127,7 @@ def _summarise(report: PoolReport, remaining: int) -> ChannelSummary:
         failed=statuses.get("failed", 0),
         in_doubt=statuses.get("in_doubt", 0),
         dead=statuses.get("dead", 0),
+        deferred=statuses.get("deferred", 0),
         remaining=remaining,
         leads_per_min=done / report.seconds * 60 if report.seconds else 0.0,
     )
@@ -143,7 +147,12 @@ def run_batch(
         return BatchReport(skipped=True)
     started = time.monotonic()
     try:
-        busy = [ch for ch in options.channels if sum(_depth(client, settings, ch)) > 0]
+        busy = [
+            ch
+            for ch in options.channels
+            if sum(_depth(client, settings, ch)) > 0
+            or delayed.due(client, settings.namespace, ch, settings.redis.partitions, time.time())
+        ]
         pools = [
             PoolSpec(
                 ch, options.workers or settings.channel(ch).workers, settings.channel(ch).concurrency, share

@@ -21,6 +21,7 @@ import random
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import psycopg
@@ -29,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from leadctl import heartbeats
+from leadctl.compliance.gate import SendGate
 from leadctl.config import Settings
 from leadctl.connections import REDIS_OUTAGE, AsyncRedisClient, Endpoints, open_async_pool, open_async_redis
 from leadctl.masking import mask_contact
@@ -58,6 +60,7 @@ class WorkerOptions:
     concurrency: sends in flight at most.
     burst: exit once the stream and its pending list are empty.
     max_leads: stop reading after this many entries (None: no limit).
+    clock: epoch seconds for quiet hours and frequency caps (tests move it).
     """
 
     channel: str
@@ -65,6 +68,7 @@ class WorkerOptions:
     concurrency: int = 50
     burst: bool = False
     max_leads: int | None = None
+    clock: Callable[[], float] = time.time
 
 
 @dataclass(slots=True)
@@ -121,6 +125,7 @@ class Worker:
         self.template = ChannelTemplate(options.channel, self.channel_settings, settings.campaigns)
         self.stop = stop
         self.report = WorkerReport(options.consumer, options.channel)
+        self.gate = SendGate(settings, options.channel, redis_client, options.clock)
         self.metrics = MetricsRecorder(
             redis_client, settings.namespace, options.channel, enabled=settings.worker.metrics
         )
@@ -140,6 +145,7 @@ class Worker:
         if self.options.max_leads is not None:
             room = min(room, self.options.max_leads - self.report.entries)
         count = min(worker.batch_size, room)
+        await self.gate.promote()  # deferred leads now due go back to the stream
         now = time.monotonic()
         if now - last_reclaim >= worker.visibility_timeout_s / 2:
             reclaimed = await self.stream.reclaim(int(worker.visibility_timeout_s * 1000), count)
@@ -185,12 +191,17 @@ class Worker:
         if duplicates:
             await self.stream.settle(duplicates)
         poison = [(e, "undecodable entry") for e in entries if e.lead_id is None]
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, self.gate.atomic(conn):
             result = await self.store.claim(conn, self.options.channel, list(by_lead), self.options.consumer)
+            verdict = await self.gate.apply(conn, result.claimed, self.options.consumer)
+        result = replace(result, claimed=verdict.send)  # deferred and capped leads are settled below
         poison += [(by_lead[lead_id], "unknown lead") for lead_id in result.unknown]
         claimed_ids = {c.lead_id for c in result.claimed}
         settled = [by_lead[i] for i in by_lead if i not in claimed_ids and i not in result.unknown]
         self.report.statuses.update(["in_doubt"] * len(result.in_doubt) + ["dead"] * len(poison))
+        self.report.statuses.update(["suppressed"] * len(result.suppressed))
+        self.report.statuses.update(verdict.counts())  # deferred, capped
+        await self.gate.delay(verdict.deferred)  # before their entries are acknowledged
         await self.stream.settle([e.entry_id for e in settled], poison)
         for lead in result.claimed:
             entry = by_lead[lead.lead_id]

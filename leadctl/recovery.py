@@ -333,7 +333,8 @@ def requeue(client: redis.Redis, conn: psycopg.Connection, namespace: str, chann
     """Append to the channel's stream every ``queued`` lead that has no entry in it.
 
     The stream is read first, so a lead queued meanwhile may get a second entry (harmless: the claim
-    makes it a no-op), never none.
+    makes it a no-op), never none. A lead deferred to a later time (quiet hours, a frequency cap)
+    waits in the delayed set, not the stream: it is not missing until that time has passed.
     """
     key = keys.stream(namespace, channel)
     queue.ensure_group(client, namespace, channel)
@@ -342,7 +343,8 @@ def requeue(client: redis.Redis, conn: psycopg.Connection, namespace: str, chann
         in_stream.update(lead_id for _, fields in page if (lead_id := _lead_of(fields, queue.LEAD_FIELD)))
     rows = conn.execute(
         f"SELECT lead_id FROM {quoted_schema(namespace)}.deliveries "
-        "WHERE channel = %s AND status = 'queued' ORDER BY lead_id",
+        "WHERE channel = %s AND status = 'queued' AND (not_before IS NULL OR not_before <= now()) "
+        "ORDER BY lead_id",
         (channel,),
     ).fetchall()
     missing = [lead_id for (lead_id,) in rows if lead_id not in in_stream]

@@ -152,7 +152,7 @@ def batch(
             for ch, c in report.channels.items():
                 state.say(
                     f"{ch}: {c.sent:,} sent, {c.failed:,} failed, {c.in_doubt:,} in doubt, {c.dead:,} dead, "
-                    f"{c.remaining:,} remaining ({c.leads_per_min:,.0f} leads/min)"
+                    f"{c.deferred:,} deferred, {c.remaining:,} remaining ({c.leads_per_min:,.0f} leads/min)"
                 )
         if interval is None:
             raise typer.Exit(1 if report.unsent else 0)

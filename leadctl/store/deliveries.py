@@ -3,13 +3,15 @@
 A delivery row is created ``queued`` with its lead. A worker claims a batch (``queued`` ->
 ``sending``) in one statement before calling the provider, and records the outcomes in one
 statement after. An entry whose lead is already ``sending`` when it is read again was claimed by a
-worker that died mid-send: its outcome is unknown, so it becomes ``in_doubt``, never resent.
+worker that died mid-send: its outcome is unknown, so it becomes ``in_doubt``, never resent. A lead
+whose contact was put on the suppression list after it was queued is marked ``suppressed`` by the
+claim itself (same statement), never sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -51,11 +53,13 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
-    """A claim's answer: leads to send, leads found mid-send (now in doubt), and ids with no lead."""
+    """A claim's answer: leads to send, leads found mid-send (now in doubt), ids with no lead, and
+    leads whose contact is now suppressed (marked so, not sent)."""
 
     claimed: list[ClaimedLead]
     in_doubt: list[int]
     unknown: list[int]
+    suppressed: list[int] = field(default_factory=list)
 
 
 class DeliveryStore:
@@ -63,13 +67,31 @@ class DeliveryStore:
 
     def __init__(self, namespace: str) -> None:
         schema = quoted_schema(namespace)
+        # One UPDATE, as before suppression existed (a row another worker claimed meanwhile is
+        # re-checked, and skipped, once its lock is released); a suppressed contact's lead becomes
+        # ``suppressed`` instead of ``sending``. The suppression list is probed only when it is not
+        # empty (an InitPlan run once per statement).
+        suppressed = "x.suppressed"
         self._claim = f"""
             UPDATE {schema}.deliveries d
-               SET status = 'sending', attempts = d.attempts + 1, claimed_at = now(), worker = %s
-              FROM {schema}.leads l
-             WHERE l.id = d.lead_id AND d.lead_id = ANY(%s) AND d.channel = %s
-               AND (d.status = 'queued' OR (d.status = 'sending' AND d.worker = %s))
-         RETURNING d.lead_id, l.contact, l.name, l.campaign, l.fields"""
+               SET status = CASE WHEN {suppressed} THEN 'suppressed' ELSE 'sending' END,
+                   attempts = d.attempts + CASE WHEN {suppressed} THEN 0 ELSE 1 END,
+                   claimed_at = now(), worker = %(worker)s,
+                   finished_at = CASE WHEN {suppressed} THEN now() ELSE d.finished_at END,
+                   error_code = CASE WHEN {suppressed} THEN 'suppressed' ELSE d.error_code END,
+                   error_message = CASE WHEN {suppressed}
+                       THEN 'the contact was put on the suppression list after it was queued'
+                       ELSE d.error_message END
+              FROM {schema}.leads l, LATERAL (
+                   SELECT CASE WHEN (SELECT EXISTS (SELECT FROM {schema}.suppressions)) THEN EXISTS (
+                       SELECT FROM {schema}.suppressions s
+                        WHERE s.contact = l.contact AND s.channel IN (l.channel, '*')
+                   ) ELSE false END AS suppressed
+                   OFFSET 0  -- evaluated once per lead, not once per use
+              ) x
+             WHERE l.id = d.lead_id AND d.lead_id = ANY(%(ids)s) AND d.channel = %(channel)s
+               AND (d.status = 'queued' OR (d.status = 'sending' AND d.worker = %(worker)s))
+         RETURNING d.lead_id, l.contact, l.name, l.campaign, l.fields, {suppressed}"""
         self._doubt = f"""
             UPDATE {schema}.deliveries SET status = 'in_doubt', finished_at = now(),
                    error_code = 'claimed_unfinished',
@@ -105,9 +127,11 @@ class DeliveryStore:
         """
         ids = list(lead_ids)
         async with conn.transaction():
-            cur = await conn.execute(self._claim, (worker, ids, channel, worker))
-            claimed = [ClaimedLead(r[0], r[1], r[2], r[3], r[4]) for r in await cur.fetchall()]
-            rest = list(set(ids) - {c.lead_id for c in claimed})
+            cur = await conn.execute(self._claim, {"ids": ids, "channel": channel, "worker": worker})
+            rows = await cur.fetchall()
+            claimed = [ClaimedLead(r[0], r[1], r[2], r[3], r[4]) for r in rows if not r[5]]
+            suppressed = [r[0] for r in rows if r[5]]
+            rest = list(set(ids) - {r[0] for r in rows})
             in_doubt: list[int] = []
             unknown: list[int] = []
             if rest:
@@ -116,7 +140,7 @@ class DeliveryStore:
                 cur = await conn.execute(self._known, (rest,))
                 known = {r[0] for r in await cur.fetchall()}
                 unknown = [lead_id for lead_id in rest if lead_id not in known]
-        return ClaimResult(claimed, in_doubt, unknown)
+        return ClaimResult(claimed, in_doubt, unknown, suppressed)
 
     async def record(self, conn: psycopg.AsyncConnection, outcomes: Sequence[Outcome]) -> None:
         """Record many outcomes in one statement; contacts that opted out are added to the
