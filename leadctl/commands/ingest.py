@@ -104,6 +104,7 @@ def ingest(
         channel=channel,
         campaign=campaign,
         region=settings.default_region,
+        consent=settings.compliance.consent(),
     )
     conns: list[psycopg.Connection] = []
     redis_client = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ class ParseOptions:
     ``channel``: for rows without one (else sms when there is a phone, email otherwise).
     ``campaign``: for rows without one (else the file's stem, 'stdin' for -).
     ``region``: where numbers without a country code are from.
+    ``consent``: campaign -> lead fields its leads must fill (``compliance.campaigns.<c>.require_consent``).
     """
 
     format: str | None = None
@@ -44,6 +45,7 @@ class ParseOptions:
     channel: str | None = None
     campaign: str | None = None
     region: str = "BR"
+    consent: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -106,7 +108,9 @@ def open_leads(
     except BaseException:
         opened.closer.close()
         raise
-    parser = RowParser(columns, region, channel, options.campaign or opened.stem, opened.name)
+    parser = RowParser(
+        columns, region, channel, options.campaign or opened.stem, opened.name, options.consent
+    )
     return LeadFile(opened, records.columns, parser, records.format, records.items)
 
 
@@ -155,8 +159,17 @@ def text_of(value: Any) -> str:
 class RowParser:
     """One row (keys and values) -> Lead or Reject."""
 
-    def __init__(self, columns: ColumnMap, region: str, channel: str | None, campaign: str, source: str):
+    def __init__(
+        self,
+        columns: ColumnMap,
+        region: str,
+        channel: str | None,
+        campaign: str,
+        source: str,
+        consent: Mapping[str, tuple[str, ...]] | None = None,
+    ):
         self._columns = columns
+        self._consent = consent or {}
         self._layouts: dict[tuple[str, ...], Layout] = {}
         self._region = region
         self._channel = channel
@@ -215,6 +228,15 @@ class RowParser:
             )
 
         campaign = text_of(values[layout.campaign]) if layout.campaign is not None else ""
+        fields = {name: values[index] for index, name in layout.fields}
+        # consent (compliance.campaigns.<c>.require_consent): a campaign may demand proof fields
+        required = self._consent.get(campaign or self._campaign)
+        missing = [name for name in required if not text_of(fields.get(name))] if required else []
+        if missing:
+            message = (
+                f"campaign {campaign or self._campaign!r} requires consent: {', '.join(missing)} is empty"
+            )
+            return self.reject(line, Code.NO_CONSENT, message, keys, values)
         return Lead(
             channel=channel,
             contact=contact,
@@ -223,7 +245,7 @@ class RowParser:
             line=line,
             phone=phone,
             email=email,
-            fields={name: values[index] for index, name in layout.fields},
+            fields=fields,
             flags=tuple(flags),
         )
 

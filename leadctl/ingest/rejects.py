@@ -29,6 +29,7 @@ class Code:
     LANDLINE = "landline"
     UNKNOWN_CHANNEL = "unknown_channel"
     INVALID_CHARACTER = "invalid_character"
+    NO_CONSENT = "no_consent"
 
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import orjson
 import psycopg
 
+from leadctl.compliance.pseudonym import namespace_salt_sql, sql_digest
 from leadctl.leads import Lead
 from leadctl.store.migrations import quoted_schema
 
@@ -29,13 +30,18 @@ CREATE TEMP TABLE IF NOT EXISTS lead_stage (
 
 _COPY = f"COPY lead_stage ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 
-# The suppression list is probed only when it is not empty (an InitPlan run once per statement).
+# The suppression list is probed only when it is not empty (an InitPlan run once per statement);
+# so are the tombstones of erased people (leadctl.compliance.erasure): a lead whose contact, phone
+# or email was erased is not recorded (counted with the duplicates).
 _RECORD = """
 WITH new AS (
     INSERT INTO {schema}.leads (channel, contact, name, phone, email, fields, campaign, source, source_line)
     SELECT channel, contact, coalesce(name, ''), phone, email, fields, coalesce(campaign, ''),
            %(source)s, source_line
     FROM lead_stage
+    WHERE CASE WHEN (SELECT EXISTS (SELECT FROM {schema}.tombstones)) THEN NOT EXISTS (
+        SELECT FROM {schema}.tombstones t WHERE t.digest IN ({contact_digest}, {phone_digest}, {email_digest})
+    ) ELSE true END
     ON CONFLICT (channel, contact) DO NOTHING
     RETURNING id, channel, contact, campaign
 ), marked AS (
@@ -85,8 +91,10 @@ class LeadWriter:
 
     def __init__(self, namespace: str) -> None:
         schema = quoted_schema(namespace)
-        self._each = _EACH.format(schema=schema)
-        self._per_channel = _PER_CHANNEL.format(schema=schema)
+        salt = namespace_salt_sql(namespace)
+        digests = {f"{column}_digest": sql_digest(salt, column) for column in ("contact", "phone", "email")}
+        self._each = _EACH.format(schema=schema, **digests)
+        self._per_channel = _PER_CHANNEL.format(schema=schema, **digests)
 
     def record(self, conn: psycopg.Connection, leads: Sequence[Lead], source: str) -> list[RecordedLead]:
         """Record ``leads`` in one transaction; return those that were new (the rest were duplicates)."""
