@@ -31,7 +31,7 @@ from leadctl.connections import (
 from leadctl.cost import cost_table, spend
 from leadctl.errors import DependencyError
 from leadctl.heartbeats import Heartbeat, live_workers
-from leadctl.store.reports import DeliveryGroup, delivery_groups, suppression_sizes
+from leadctl.store.reports import DeliveryGroup, delivery_groups, receipt_figures, suppression_sizes
 
 STATUSES: tuple[str, ...] = ("queued", "pending", "sent", "failed", "dead", "in_doubt", "suppressed")
 FINISHED: tuple[str, ...] = ("sent", "failed", "dead", "in_doubt", "suppressed")
@@ -178,10 +178,10 @@ def _channels(reads: _Reads) -> tuple[dict[str, dict[str, Any]], dict[str, alert
     readings: dict[str, alerts.Readings] = {}
     for channel in CHANNELS:
         state, mine = reads.states[channel], reads.counters[channel]
-        statuses = status_figures(
-            count_by_status([g for g in reads.groups if g.channel == channel]), state.pending
-        )
-        backlog = statuses["queued"] + statuses["pending"]
+        groups = [g for g in reads.groups if g.channel == channel]
+        statuses = status_figures(count_by_status(groups), state.pending)
+        deferred = sum(g.deferred for g in groups)  # waiting for their send window: not a backlog
+        backlog = statuses["queued"] + statuses["pending"] - deferred
         since = max((t for t in (mine.last_send, state.oldest_entry) if t is not None), default=reads.now)
         stalled = round(max(0.0, reads.now - since), 1) if backlog else 0.0
         channels[channel] = figures = _figures(
@@ -194,6 +194,8 @@ def _channels(reads: _Reads) -> tuple[dict[str, dict[str, Any]], dict[str, alert
                 "suppression_list": reads.suppressions.get(channel, 0) + reads.suppressions.get("*", 0),
                 "dead_letters": state.dead_letters,
                 "stalled_s": stalled,
+                "deferred": deferred,
+                **receipt_figures(groups),
             },
         )
         readings[channel] = alerts.Readings(
@@ -237,6 +239,7 @@ def _providers(reads: _Reads, channels: dict[str, dict[str, Any]]) -> dict[str, 
             max((channels[c]["oldest_pending_s"] for c in served), default=0.0),
             metrics.rate_figures(everywhere, f"p:{provider}"),
             {"spend": spend(reads.settings, reads.counters, provider=provider)},
+            receipt_figures([g for g in reads.groups if g.provider == provider]),
         )
     return providers
 

@@ -26,6 +26,19 @@ def sandbox(
     ] = 0.0,
     hang_s: Annotated[float, typer.Option(min=0, help="How long an unanswered request hangs.")] = 30.0,
     seed: Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")] = None,
+    callback_url: Annotated[
+        str | None, typer.Option(help="Post signed status callbacks to `leadctl webhooks serve` here.")
+    ] = None,
+    callback_delay_ms: Annotated[float, typer.Option(min=0, help="Delay before each status.")] = 50.0,
+    callback_duplicate_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Fraction of callbacks sent twice.")
+    ] = 0.0,
+    callback_reorder_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Fraction of messages whose statuses come last first.")
+    ] = 0.0,
+    callback_failure_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Fraction of messages that end undelivered.")
+    ] = 0.0,
 ) -> None:
     """Run local fake providers (Twilio, WhatsApp Cloud, Zenvia, SendGrid, webhook) on one port."""
     from leadctl.providers.sandbox import run_sandbox
@@ -41,6 +54,11 @@ def sandbox(
         timeout_rate=timeout_rate,
         hang_s=hang_s,
         seed=seed,
+        callback_url=callback_url,
+        callback_delay_ms=callback_delay_ms,
+        callback_duplicate_rate=callback_duplicate_rate,
+        callback_reorder_rate=callback_reorder_rate,
+        callback_failure_rate=callback_failure_rate,
     )
 
 

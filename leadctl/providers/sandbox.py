@@ -42,6 +42,11 @@ answers that 429 to a random fraction of requests instead), ``timeout_rate``
 (fraction accepted and recorded, then left unanswered for ``hang_s`` seconds: the "in doubt" case),
 ``seed`` for a reproducible run.
 
+With ``callback_url`` (the base URL of `leadctl webhooks serve`) the sandbox also posts each
+provider's signed status callbacks and inbound replies, with their own faults (delay, duplicates,
+reordering, failures): see ``leadctl.providers.sandbox_callbacks``. ``POST /_sandbox/reply``
+(``{"provider", "channel", "from", "text"}``) sends a reply on demand.
+
 Every accepted message is recorded in memory with the provider that took it, so tests can count
 sends and duplicates (the same contact accepted twice, by any provider): ``GET /_sandbox/messages``,
 ``GET /_sandbox/stats``, ``POST /_sandbox/reset``.
@@ -65,7 +70,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -73,6 +78,7 @@ import orjson
 from aiohttp import web
 
 from leadctl.errors import UsageError
+from leadctl.providers.sandbox_callbacks import Callbacks
 from leadctl.providers.sandbox_wires import (
     SANDBOX_ACCOUNT_SID,
     SANDBOX_AUTH_TOKEN,
@@ -108,6 +114,7 @@ __all__ = [
 _DEFAULT_SIGMA = 0.5  # log-normal spread without a p99: p99 is about 3.2x the median
 _Z99 = 2.3263  # the standard normal's 99th percentile
 _JSON = "application/json"
+_CHANNEL_OF = {"whatsapp_cloud": "whatsapp", "sendgrid": "email"}
 
 
 class _Wire(Protocol):
@@ -166,6 +173,12 @@ class SandboxServer:
         timeout_rate: float = 0.0,
         hang_s: float = 30.0,
         seed: int | None = None,
+        callback_url: str | None = None,
+        callback_delay_ms: float = 50.0,
+        callback_duplicate_rate: float = 0.0,
+        callback_reorder_rate: float = 0.0,
+        callback_failure_rate: float = 0.0,
+        replies: Mapping[str, str] | None = None,
     ) -> None:
         if latency_ms < 0 or hang_s < 0 or (rate_limit is not None and rate_limit <= 0):
             raise UsageError("sandbox latency_ms and hang_s must be >= 0 and rate_limit > 0")
@@ -188,6 +201,20 @@ class SandboxServer:
             ZenviaWire(),
             SendGridWire(),
             WebhookWire(),
+        )
+        self.callbacks = (
+            Callbacks(
+                callback_url,
+                auth_token,
+                self._rng,
+                delay_ms=callback_delay_ms,
+                duplicate_rate=_check_fraction("callback_duplicate_rate", callback_duplicate_rate),
+                reorder_rate=_check_fraction("callback_reorder_rate", callback_reorder_rate),
+                failure_rate=_check_fraction("callback_failure_rate", callback_failure_rate),
+                replies=replies,
+            )
+            if callback_url
+            else None
         )
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
@@ -219,6 +246,7 @@ class SandboxServer:
             "rate_limited": self.rate_limited,
             "hung": self.hung,
             "providers": dict(self.by_provider),
+            **({"callbacks": self.callbacks.counts()} if self.callbacks is not None else {}),
         }
 
     def messages(self) -> list[dict[str, Any]]:
@@ -232,6 +260,7 @@ class SandboxServer:
         app.router.add_get("/_sandbox/messages", self._list_messages)
         app.router.add_get("/_sandbox/stats", self._stats)
         app.router.add_post("/_sandbox/reset", self._reset)
+        app.router.add_post("/_sandbox/reply", self._reply)
         self._closing = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -242,6 +271,8 @@ class SandboxServer:
         """Release hanging requests and close the listener."""
         if self._closing is not None:
             self._closing.set()
+        if self.callbacks is not None:
+            await self.callbacks.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -286,6 +317,9 @@ class SandboxServer:
                 self.records.append(SandboxRecord(message_id, item.to, item.from_, item.body, now, wire.name))
             self.accepted += len(items)
             self.by_provider[wire.name] += len(items)
+            if self.callbacks is not None:
+                channel = request.match_info.get("channel") or _CHANNEL_OF.get(wire.name, "sms")
+                self.callbacks.accepted(wire.name, channel, items)
             if self._timeout_rate and rng.random() < self._timeout_rate:
                 self.hung += 1
                 await self._hang()
@@ -303,6 +337,17 @@ class SandboxServer:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(self.stats()), content_type=_JSON)
+
+    async def _reply(self, request: web.Request) -> web.Response:
+        """An inbound message on demand: ``{"provider", "channel", "from", "text"}``."""
+        body = orjson.loads(await request.read() or b"{}")
+        if self.callbacks is None:
+            return web.json_response({"error": "the sandbox has no callback_url"}, status=409)
+        try:
+            self.callbacks.reply(body["provider"], body.get("channel", "sms"), body["from"], body["text"])
+        except (KeyError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.Response(status=202)
 
     async def _reset(self, request: web.Request) -> web.Response:
         self.reset()
@@ -352,6 +397,15 @@ class SandboxHandle:
             self.server.reset()
 
         asyncio.run_coroutine_threadsafe(reset(), self.loop).result()
+
+    def reply(self, provider: str, channel: str, contact: str, text: str) -> None:
+        """An inbound message from ``contact`` to leadctl's webhooks (needs ``callback_url``)."""
+
+        async def reply() -> None:
+            assert self.server.callbacks is not None, "the sandbox has no callback_url"
+            self.server.callbacks.reply(provider, channel, contact, text)
+
+        asyncio.run_coroutine_threadsafe(reply(), self.loop).result()
 
 
 @contextlib.contextmanager
@@ -460,6 +514,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout-rate", type=float, default=0.0, help="fraction recorded, then unanswered")
     parser.add_argument("--hang-s", type=float, default=30.0, help="how long an unanswered request hangs")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--callback-url", default=None, help="where `leadctl webhooks serve` listens")
+    parser.add_argument("--callback-delay-ms", type=float, default=50.0, help="delay before each status")
+    parser.add_argument("--callback-duplicate-rate", type=float, default=0.0, help="fraction sent twice")
+    parser.add_argument("--callback-reorder-rate", type=float, default=0.0, help="fraction sent last first")
+    parser.add_argument("--callback-failure-rate", type=float, default=0.0, help="fraction undelivered")
     args = parser.parse_args(argv)
     try:
         run_sandbox(**vars(args))

@@ -44,12 +44,14 @@ MISSING_TEMPLATE = "missing_template"
 
 
 class Accepted(NamedTuple):
-    """One message a wire accepted: the recipient as sent, as a contact (E.164 / email), sender, text."""
+    """One message a wire accepted: the recipient as sent, as a contact (E.164 / email), sender, text,
+    and SendGrid's custom args (echoed in its event webhooks)."""
 
     to: str
     contact: str
     from_: str | None
     body: str
+    custom_args: dict[str, str] | None = None
 
 
 Parsed = list[Accepted] | web.Response
@@ -435,7 +437,11 @@ class SendGridWire:
             text = str(content["text/plain"])
             for tag, value in (personalization.get("substitutions") or {}).items():
                 text = text.replace(tag, str(value))
-            accepted.append(Accepted(email, email.lower(), str(sender["email"]), text))
+            custom_args = personalization.get("custom_args")
+            custom = (
+                {str(k): str(v) for k, v in custom_args.items()} if isinstance(custom_args, dict) else None
+            )
+            accepted.append(Accepted(email, email.lower(), str(sender["email"]), text, custom))
         return self.error(400, errors) if errors else accepted
 
     def ids(self, rng: Random, count: int) -> list[str]:

@@ -11,7 +11,8 @@ from leadctl.store.migrations import quoted_schema
 
 @dataclass(frozen=True, slots=True)
 class DeliveryGroup:
-    """How many leads share a channel, campaign, provider and status; ``oldest_claim_s`` for ``sending``."""
+    """How many leads share a channel, campaign, provider, status and delivery receipt status;
+    ``oldest_claim_s`` for ``sending``; ``deferred``: those of them waiting for a ``not_before``."""
 
     channel: str
     campaign: str
@@ -19,19 +20,38 @@ class DeliveryGroup:
     status: str
     leads: int
     oldest_claim_s: float | None
+    delivery_status: str | None = None
+    deferred: int = 0
 
 
 def delivery_groups(conn: psycopg.Connection, namespace: str) -> list[DeliveryGroup]:
-    """Every lead counted once, grouped by channel, campaign, provider and status."""
+    """Every lead counted once, grouped by channel, campaign, provider, status and receipt status."""
     schema = quoted_schema(namespace)
     rows = conn.execute(
         f"""SELECT channel, campaign, provider, status, count(*),
-                   extract(epoch FROM now() - min(claimed_at) FILTER (WHERE status = 'sending'))
-              FROM {schema}.deliveries GROUP BY 1, 2, 3, 4"""
+                   extract(epoch FROM now() - min(claimed_at) FILTER (WHERE status = 'sending')),
+                   delivery_status, count(*) FILTER (WHERE status = 'queued' AND not_before > now())
+              FROM {schema}.deliveries GROUP BY 1, 2, 3, 4, 7"""
     ).fetchall()
     return [
-        DeliveryGroup(r[0], r[1], r[2], r[3], r[4], float(r[5]) if r[5] is not None else None) for r in rows
+        DeliveryGroup(r[0], r[1], r[2], r[3], r[4], float(r[5]) if r[5] is not None else None, r[6], r[7])
+        for r in rows
     ]
+
+
+RECEIPTS: tuple[str, ...] = ("delivered", "read", "undelivered", "bounced")
+"""Receipt figures of `stats`: ``delivered`` counts every lead known delivered (read ones too)."""
+
+
+def receipt_figures(groups: list[DeliveryGroup]) -> dict[str, int]:
+    """Leads per delivery receipt, from the providers' webhooks (leadctl.webhooks)."""
+    counts = dict.fromkeys(RECEIPTS, 0)
+    for group in groups:
+        if group.delivery_status in ("delivered", "read"):
+            counts["delivered"] += group.leads
+        if group.delivery_status in ("read", "undelivered", "bounced"):
+            counts[group.delivery_status] += group.leads
+    return counts
 
 
 def suppression_sizes(conn: psycopg.Connection, namespace: str) -> dict[str, int]:

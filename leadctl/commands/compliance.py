@@ -1,0 +1,103 @@
+"""`leadctl forget`, `leadctl export` (LGPD requests) and `leadctl webhooks serve` (receipts, opt-outs)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from leadctl.commands.app import AppState, app, print_json, state_of
+from leadctl.connections import open_postgres, open_redis
+from leadctl.errors import UsageError
+from leadctl.masking import mask_contact
+
+webhooks_app = typer.Typer(help="Provider webhooks: delivery receipts, inbound replies, opt-outs.")
+app.add_typer(webhooks_app, name="webhooks")
+
+ContactArgument = Annotated[str, typer.Argument(help="The person's phone or email, as typed.")]
+
+
+def _contact(state: AppState, value: str) -> str:
+    """The contact as leadctl stores it (E.164 phone, normalised email); UsageError when it is neither."""
+    from leadctl.ingest.normalise import Invalid, normalise_contact
+
+    result = normalise_contact(value, state.settings.default_region)
+    if isinstance(result, Invalid):
+        raise UsageError(f"{mask_contact(value.strip())}: {result.message}")
+    return result
+
+
+@app.command()
+def forget(
+    ctx: typer.Context,
+    contact: ContactArgument,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what was removed as one JSON object.")
+    ] = False,
+) -> None:
+    """Erase a person (phone or email) from PostgreSQL and Redis: an LGPD erasure request.
+
+    Removes their leads, deliveries, queue entries, webhook events and suppression entries.
+
+    A salted hash of the contact stays: a re-import skips them, and they stay suppressed.
+    """
+    from leadctl.compliance.erasure import forget as erase
+
+    state = state_of(ctx)
+    person = _contact(state, contact)
+    with open_postgres(state.endpoints.database_url, state.settings) as conn:
+        client = open_redis(state.endpoints.redis_url, state.settings)
+        try:
+            removed = erase(conn, client, state.settings, person)
+        finally:
+            client.close()
+    if as_json:
+        print_json({"contact": mask_contact(person), **removed.as_json()})
+        return
+    counts = ", ".join(
+        f"{n:,} {what.replace('_', ' ')}" for what, n in removed.as_json().items() if n is not True
+    )
+    state.say(
+        f"forgot {mask_contact(person)}: removed {counts}; a hashed tombstone keeps them from coming back"
+    )
+
+
+@app.command()
+def export(ctx: typer.Context, contact: ContactArgument) -> None:
+    """Print everything kept about a person as one JSON object (an LGPD access request)."""
+    from leadctl.compliance.erasure import export as gather
+
+    state = state_of(ctx)
+    person = _contact(state, contact)
+    with open_postgres(state.endpoints.database_url, state.settings) as conn:
+        print_json(gather(conn, state.settings, person))
+
+
+@webhooks_app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: webhooks.host).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port (default: webhooks.port, 8088).")
+    ] = None,
+) -> None:
+    """Receive delivery receipts and replies from Twilio, WhatsApp Cloud, SendGrid and Zenvia.
+
+    Routes: POST /webhooks/twilio/status and /webhooks/twilio/inbound, GET|POST /webhooks/whatsapp.
+
+    POST /webhooks/sendgrid and /webhooks/zenvia, GET /healthz.
+
+    A request without a valid signature gets 403; an opt-out reply suppresses its sender.
+    """
+    from leadctl.webhooks.server import run
+
+    state = state_of(ctx)
+    settings = state.settings
+    open_postgres(state.endpoints.database_url, settings).close()  # reachable, schema migrated
+    run(
+        settings,
+        state.endpoints,
+        host or settings.webhooks.host,
+        port if port is not None else settings.webhooks.port,
+        state.say,
+    )
