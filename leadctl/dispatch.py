@@ -123,6 +123,7 @@ class Worker:
         self.store = DeliveryStore(settings.namespace)
         self.provider = provider
         self.template = ChannelTemplate(options.channel, self.channel_settings, settings.campaigns)
+        self._packer = provider.packing_route()
         self.stop = stop
         self.report = WorkerReport(options.consumer, options.channel)
         self.gate = SendGate(settings, options.channel, redis_client, options.clock)
@@ -204,8 +205,15 @@ class Worker:
         await self.gate.delay(verdict.deferred)  # before their entries are acknowledged
         await self.stream.settle([e.entry_id for e in settled], poison)
         for lead in result.claimed:
+            self._held[lead.lead_id] = by_lead[lead.lead_id].entry_id
+        if self._packer is not None and len(result.claimed) > 1:
+            items = [(by_lead[lead.lead_id], lead) for lead in result.claimed]
+            task = asyncio.create_task(self._send_many(items))
+            for entry, _ in items:
+                self._in_flight[entry.entry_id] = task
+            return
+        for lead in result.claimed:
             entry = by_lead[lead.lead_id]
-            self._held[lead.lead_id] = entry.entry_id
             self._in_flight[entry.entry_id] = asyncio.create_task(self._send(entry, lead))
 
     # -- sending -------------------------------------------------------------------------------
@@ -221,14 +229,14 @@ class Worker:
         if len(self._done) >= self.settings.worker.batch_size:
             self._flush_wanted.set()
 
-    async def _attempt(self, lead: ClaimedLead) -> Outcome:
-        channel = self.channel_settings
+    def _message(self, lead: ClaimedLead) -> Message | Outcome:
+        """The lead's rendered message, or its dead outcome when its template cannot be rendered."""
         variables = _variables(lead)
         try:
             rendered = self.template.render(variables)
         except RenderError as exc:
             return Outcome(lead.lead_id, "dead", error_code="template_error", error_message=str(exc))
-        message = Message(
+        return Message(
             lead.lead_id,
             self.options.channel,
             lead.contact,
@@ -237,6 +245,23 @@ class Worker:
             rendered.html,
             variables,
         )
+
+    def _failed(self, lead: ClaimedLead, exc: ProviderError, provider: str | None, attempts: int) -> Outcome:
+        """The outcome of a send the provider did not accept; refused credentials stop the worker."""
+        if exc.code == AUTH_ERROR:
+            self.report.fatal = exc.message
+            self.stop.set()
+            return Outcome(lead.lead_id, "queued", extra_attempts=-1)
+        status = {"permanent": "failed", "in_doubt": "in_doubt", "transient": "dead"}[exc.kind]
+        log.info("lead %s to %s: %s (%s)", lead.lead_id, mask_contact(lead.contact), status, exc.code)
+        outcome = Outcome(lead.lead_id, status, provider, None, exc.code, exc.message, attempts - 1)
+        return replace(outcome, opted_out=exc.opted_out)
+
+    async def _attempt(self, lead: ClaimedLead, message: Message | Outcome | None = None) -> Outcome:
+        channel = self.channel_settings
+        message = self._message(lead) if message is None else message
+        if isinstance(message, Outcome):
+            return message
         attempts = 1
         call = Call()
         try:
@@ -269,14 +294,7 @@ class Worker:
                 attempts - 1,
             )
         except ProviderError as exc:
-            if exc.code == AUTH_ERROR:
-                self.report.fatal = exc.message
-                self.stop.set()
-                return Outcome(lead.lead_id, "queued", extra_attempts=-1)
-            status = {"permanent": "failed", "in_doubt": "in_doubt", "transient": "dead"}[exc.kind]
-            log.info("lead %s to %s: %s (%s)", lead.lead_id, mask_contact(lead.contact), status, exc.code)
-            outcome = Outcome(lead.lead_id, status, call.provider, None, exc.code, exc.message, attempts - 1)
-            return replace(outcome, opted_out=exc.opted_out)
+            return self._failed(lead, exc, call.provider, attempts)
         finally:
             self._observe(call, lead.campaign)
         return Outcome(
@@ -287,6 +305,64 @@ class Worker:
             extra_attempts=attempts - 1,
             segments=self._segments(message, result.segments),
         )
+
+    async def _send_many(self, items: list[tuple[Entry, ClaimedLead]]) -> None:
+        """Send one read batch through a provider that packs many messages per request (SendGrid:
+        up to 1,000 personalizations); leads it answers with a transient error are retried one by one."""
+        route = self._packer
+        assert route is not None
+        messages = {lead.lead_id: self._message(lead) for _, lead in items}
+        ready = [m for m in messages.values() if isinstance(m, Message)]
+        outcomes: dict[int, Outcome] = {i: m for i, m in messages.items() if isinstance(m, Outcome)}
+        calling = False
+        try:
+            async with self._slots:
+                await route.throttle.acquire(len(ready))
+                calling, began = True, time.perf_counter()
+                answers = await route.provider.send_many(ready)
+                calling, seconds = False, time.perf_counter() - began
+            by_id = {lead.lead_id: lead for _, lead in items}
+            retry = []
+            for message, answer in zip(ready, answers, strict=True):
+                lead = by_id[message.lead_id]
+                self.metrics.observe(route.provider.name, lead.campaign, seconds)
+                if (
+                    isinstance(answer, ProviderError)
+                    and answer.kind == "transient"
+                    and answer.code != AUTH_ERROR
+                ):
+                    retry.append((lead, message))
+                elif isinstance(answer, ProviderError):
+                    outcomes[lead.lead_id] = self._failed(lead, answer, route.provider.name, 1)
+                else:
+                    outcomes[lead.lead_id] = Outcome(
+                        lead.lead_id, "sent", route.provider.name, answer.message_id
+                    )
+            self.report.sample_latency(seconds * 1000)
+            retried = await asyncio.gather(*(self._attempt(lead, message) for lead, message in retry))
+            outcomes.update(
+                (outcome.lead_id, replace(outcome, extra_attempts=outcome.extra_attempts + 1))
+                for outcome in retried
+            )
+        except asyncio.CancelledError:  # cut off by the end of the grace period
+            for message in ready:
+                outcomes.setdefault(
+                    message.lead_id,
+                    Outcome(
+                        message.lead_id,
+                        "in_doubt",
+                        route.provider.name,
+                        None,
+                        "shutdown",
+                        "stopped while the provider call was in flight",
+                    )
+                    if calling
+                    else Outcome(message.lead_id, "queued", extra_attempts=-1),
+                )
+        for entry, lead in items:
+            self._in_flight.pop(entry.entry_id, None)
+            self._done.append((entry, replace(outcomes[lead.lead_id], campaign=lead.campaign)))
+        self._flush_wanted.set()
 
     def _segments(self, message: Message, billed: int | None) -> int | None:
         """SMS segments: as the provider billed them when it says, else counted from the text."""

@@ -11,7 +11,7 @@ import redis
 
 from leadctl import keys
 from leadctl.config import Settings
-from leadctl.providers.sandbox import SANDBOX_AUTH_TOKEN, sandbox_in_thread
+from leadctl.providers.sandbox import SANDBOX_AUTH_TOKEN, SANDBOX_SENDGRID_KEY, sandbox_in_thread
 from tests.conftest import run_leadctl
 from tests.reliability import sandbox_config, write_leads
 
@@ -185,3 +185,34 @@ def test_demo_runs_end_to_end_on_configured_servers(leadctl_env: dict[str, str],
     assert "200 accepted, 1 rejected" in result.stderr
     assert "received 150 messages, 0 duplicates" in result.stderr
     assert (tmp_path / "data" / "demo.rejects.csv").is_file()
+
+
+def test_email_through_sendgrid_is_packed_many_leads_per_request(
+    settings: Settings, leadctl_env: dict[str, str], tmp_path: Path, pg: psycopg.Connection
+) -> None:
+    lines = ["nome,email"] + [f"Lead {i},lead{i}@example.com" for i in range(300)]
+    (tmp_path / "leads.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with sandbox_in_thread() as sandbox:
+        config = tmp_path / "leadctl.yaml"
+        config.write_text(
+            "channels:\n  email:\n    provider: sendgrid\n    concurrency: 50\n"
+            f"providers:\n  sendgrid:\n    base_url: {sandbox.base_url}\n"
+            f"    api_key: {SANDBOX_SENDGRID_KEY}\n    from: ofertas@example.com\n",
+            encoding="utf-8",
+        )
+        ingest = ["--config", str(config), "ingest", str(tmp_path / "leads.csv"), "--channel", "email"]
+        assert run_leadctl(ingest, leadctl_env).returncode == 0
+        result = run_leadctl(
+            ["--config", str(config), "work", "--channel", "email", "--workers", "1", "--burst", "--json"],
+            leadctl_env,
+        )
+        assert result.returncode == 0, result.stderr
+        stats = sandbox.stats()
+    assert json.loads(result.stdout)["statuses"] == {"sent": 300}
+    assert stats["accepted"] == 300 and stats["duplicates"] == 0
+    assert stats["requests"] <= 10  # read batches of up to 100 leads, one request each
+    rows = pg.execute(
+        f'SELECT status, provider, provider_message_id FROM "{settings.namespace}".deliveries'
+    ).fetchall()
+    assert {(status, provider) for status, provider, _ in rows} == {("sent", "sendgrid")}
+    assert all(mid for _, _, mid in rows)

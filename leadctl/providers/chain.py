@@ -100,6 +100,14 @@ class ProviderChain:
             retry_after=closed_in,
         )
 
+    def packing_route(self) -> Route | None:
+        """The route to hand whole batches to: a lone provider that packs many messages per request
+        (``send_many``, e.g. SendGrid). With several providers, sends stay one by one so that
+        failover keeps working message by message."""
+        if len(self.routes) == 1 and hasattr(self.routes[0].provider, "send_many"):
+            return self.routes[0]
+        return None
+
     @staticmethod
     async def _request(provider: Provider, message: Message, call: Call) -> SendResult:
         call.provider, call.in_request = provider.name, True
