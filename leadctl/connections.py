@@ -190,7 +190,6 @@ async def open_async_pool(url: str, settings: Settings, max_size: int) -> AsyncC
         max_size=max_size,
         kwargs=_conn_kwargs(settings),
         configure=configure,
-        check=AsyncConnectionPool.check_connection,
         timeout=settings.database.connect_timeout_ms / 1000,
         open=False,
     )
