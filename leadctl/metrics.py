@@ -164,6 +164,7 @@ class MetricsRecorder:
         self._latency_us: Counter[tuple[str, str]] = Counter()
         self._flushed_at = time.monotonic()
         self._failing = False
+        self._unpublished: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
 
     def observe(self, provider: str, campaign: str | None, seconds: float) -> None:
         """Count one provider call's duration."""
@@ -212,6 +213,10 @@ class MetricsRecorder:
         """Publish everything counted since the last flush, in one Redis call."""
         self._flushed_at = time.monotonic()
         counters, sent = self.drain()
+        unpublished_counters, unpublished_sent = self._unpublished
+        counters.update(unpublished_counters)
+        sent.update(unpublished_sent)
+        self._unpublished = (Counter(), Counter())
         if not counters:
             return
         script_keys, args = _call(
@@ -223,6 +228,7 @@ class MetricsRecorder:
             if not self._failing:
                 log.warning("counters for stats not published (sending goes on): %s", exc)
             self._failing = True
+            self._unpublished = (counters, sent)  # published with the next flush: nothing is lost
             return
         self._failing = False
 
