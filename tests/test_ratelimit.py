@@ -142,8 +142,10 @@ def test_each_sender_has_its_own_limit_under_the_providers(namespace: str, redis
         return two_senders, time.monotonic() - began
 
     two_senders, capped = in_loop(redis_url, test)
-    assert two_senders == pytest.approx(0.4, abs=0.05)  # in parallel, not 0.9 s
-    assert capped == pytest.approx(0.6, abs=0.05)  # the provider's 10/s binds
+    # never faster than the limits allow; a loaded machine may only add delay, never reach the 0.9 s
+    # that one shared sender limit would take
+    assert 0.35 <= two_senders < 0.65  # the two senders' 10/s limits run in parallel
+    assert 0.55 <= capped < 0.85  # the provider's 10/s binds, whatever the senders' limits
 
 
 def test_a_pause_holds_every_process_and_is_never_shortened(
