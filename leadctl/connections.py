@@ -41,6 +41,15 @@ REDIS_OUTAGE: tuple[type[BaseException], ...] = (
 """Errors that mean Redis (or part of a cluster) is away for now: wait and retry, never give up a lead."""
 
 
+def redis_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis is away for now: one of REDIS_OUTAGE, or uvloop's RuntimeError for a
+    write to a socket the server has just closed (MagicStack/uvloop#506; asyncio's own loop raises a
+    ConnectionError there, which redis-py passes on as one)."""
+    return isinstance(exc, REDIS_OUTAGE) or (
+        isinstance(exc, RuntimeError) and "the handler is closed" in str(exc)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoints:
     """Where Redis and PostgreSQL are, configured or embedded."""

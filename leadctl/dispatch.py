@@ -21,7 +21,7 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import psycopg
@@ -32,7 +32,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from leadctl import heartbeats
 from leadctl.compliance.gate import SendGate
 from leadctl.config import Settings
-from leadctl.connections import REDIS_OUTAGE, AsyncRedisClient, Endpoints, open_async_pool, open_async_redis
+from leadctl.connections import AsyncRedisClient, Endpoints, open_async_pool, open_async_redis, redis_outage
 from leadctl.masking import mask_contact
 from leadctl.metrics import MetricsRecorder
 from leadctl.providers.base import AUTH_ERROR, Message, ProviderError
@@ -48,7 +48,20 @@ log = logging.getLogger("leadctl.worker")
 HEARTBEAT_S = 2.0
 LATENCY_SAMPLES = 2000
 
-_DEPENDENCY_ERRORS = (*REDIS_OUTAGE, psycopg.OperationalError)
+
+def _dependency_error(exc: BaseException) -> bool:
+    """Redis or PostgreSQL away for now: wait and retry."""
+    return isinstance(exc, psycopg.OperationalError) or redis_outage(exc)
+
+
+@contextlib.contextmanager
+def _outages_ignored() -> Iterator[None]:
+    """For the helpers that try again on their next round: a dependency outage passes, nothing else."""
+    try:
+        yield
+    except Exception as exc:
+        if not _dependency_error(exc):
+            raise
 
 
 @dataclass(slots=True)
@@ -176,7 +189,9 @@ class Worker:
                     continue
                 await self._start(entries)
                 backoff.reset()
-            except _DEPENDENCY_ERRORS as exc:
+            except Exception as exc:
+                if not _dependency_error(exc):
+                    raise
                 await backoff.wait(exc, self.stop)
         self._reading_finished = True
         self._flush_wanted.set()
@@ -389,7 +404,9 @@ class Worker:
                 try:
                     await self._record(batch)
                     backoff.reset()
-                except _DEPENDENCY_ERRORS as exc:
+                except Exception as exc:
+                    if not _dependency_error(exc):
+                        raise
                     self._done[:0] = batch
                     await backoff.wait(exc, None)
                     continue
@@ -417,7 +434,7 @@ class Worker:
         while True:
             await asyncio.sleep(period)
             held = list(self._in_flight) + [entry.entry_id for entry, _ in self._done]
-            with contextlib.suppress(*_DEPENDENCY_ERRORS):
+            with _outages_ignored():
                 await self.stream.renew(held)
 
     async def _heartbeat(self) -> None:
@@ -436,7 +453,7 @@ class Worker:
                 time.time(),
             )
             last_time, last_sent = now, sent
-            with contextlib.suppress(*_DEPENDENCY_ERRORS):
+            with _outages_ignored():
                 await heartbeats.publish(self.stream.client, self.settings.namespace, beat)
             await asyncio.sleep(HEARTBEAT_S)
 
@@ -464,7 +481,7 @@ class Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            with contextlib.suppress(*_DEPENDENCY_ERRORS):
+            with _outages_ignored():
                 await heartbeats.retire(self.stream.client, self.settings.namespace, self.options.consumer)
         return self.report
 
@@ -494,7 +511,7 @@ class _Outage:
 def _dependency_name(exc: BaseException) -> str:
     if isinstance(exc, psycopg.Error):
         return "PostgreSQL unavailable"
-    if isinstance(exc, redis.RedisError | redis.exceptions.RedisClusterException):
+    if isinstance(exc, redis.RedisError | redis.exceptions.RedisClusterException | RuntimeError):
         return "Redis unavailable"
     return "connection failed"
 

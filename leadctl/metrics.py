@@ -32,7 +32,7 @@ import redis
 import redis.asyncio as aioredis
 
 from leadctl import keys
-from leadctl.connections import REDIS_OUTAGE
+from leadctl.connections import redis_outage
 
 log = logging.getLogger("leadctl.metrics")
 
@@ -224,7 +224,9 @@ class MetricsRecorder:
         )
         try:
             await self._script(keys=script_keys, args=args)
-        except (redis.RedisError, *REDIS_OUTAGE) as exc:
+        except Exception as exc:
+            if not (isinstance(exc, redis.RedisError) or redis_outage(exc)):
+                raise
             if not self._failing:
                 log.warning("counters for stats not published (sending goes on): %s", exc)
             self._failing = True

@@ -36,11 +36,9 @@ import redis.asyncio as aioredis
 
 from leadctl import keys
 from leadctl.config import ProviderSettings
-from leadctl.connections import REDIS_OUTAGE
+from leadctl.connections import redis_outage
 
 log = logging.getLogger("leadctl.ratelimit")
-
-_DEPENDENCY_ERRORS = REDIS_OUTAGE
 
 # KEYS[1] the pause key, KEYS[2..] one GCRA key per limit; ARGV[1] sends wanted, then per limit its
 # emission interval (microseconds) and burst. Returns {sends granted, microseconds to wait}; while
@@ -125,7 +123,9 @@ class _Pausable:
         log.info("provider %s: paused %.1f s (rate limited)", self.provider, seconds)
         try:
             await self._set_pause(keys=[self._pause_key], args=[math.ceil(seconds * 1000)])
-        except _DEPENDENCY_ERRORS as exc:
+        except Exception as exc:
+            if not redis_outage(exc):
+                raise
             log.warning("provider %s: pause kept in this process only (Redis: %s)", self.provider, exc)
 
 
@@ -146,8 +146,10 @@ class PauseGate(_Pausable):
                 remaining_ms = await self._client.pttl(self._pause_key)
                 if remaining_ms > 0:
                     self._note_pause(remaining_ms / 1000)
-            except _DEPENDENCY_ERRORS:
-                pass  # keep the view we have; the send itself will meet the outage
+            except Exception as exc:
+                if not redis_outage(exc):
+                    raise
+                # keep the view we have; the send itself will meet the outage
             finally:
                 self._checked_at, self._checking = now, False
         while (wait := self.paused_for()) > 0:
@@ -263,7 +265,13 @@ class _Batcher:
             try:
                 grant = await self._limiter.reserve(count, self._sender)
                 due = time.monotonic() + grant.wait
-            except _DEPENDENCY_ERRORS as exc:
+            except Exception as exc:
+                if not redis_outage(exc):
+                    for _, future in [*batch, *self._waiting]:
+                        if not future.done():
+                            future.set_exception(exc)
+                    self._waiting.clear()
+                    return
                 self._waiting.extendleft(reversed(batch))
                 if not delay:
                     log.warning(
@@ -274,12 +282,6 @@ class _Batcher:
                 delay = min(max(delay * 2, 0.1), 5.0)
                 await asyncio.sleep(delay)
                 continue
-            except Exception as exc:
-                for _, future in [*batch, *self._waiting]:
-                    if not future.done():
-                        future.set_exception(exc)
-                self._waiting.clear()
-                return
             delay = 0.0
             if grant.count < count:  # paused: nothing was reserved
                 self._waiting.extendleft(reversed(batch))

@@ -136,7 +136,12 @@ def dead_letters(
 
 
 def replay_dead_letters(
-    client: redis.Redis, conn: psycopg.Connection, namespace: str, channel: str, limit: int | None = None
+    client: redis.Redis,
+    conn: psycopg.Connection,
+    namespace: str,
+    channel: str,
+    limit: int | None = None,
+    partitions: int = 1,
 ) -> ReplayResult:
     """Queue the leads of the oldest ``limit`` dead letters again and remove their entries.
 
@@ -153,8 +158,8 @@ def replay_dead_letters(
         SELECT d.lead_id, r.lead_id IS NOT NULL OR d.status = 'queued'
           FROM {schema}.deliveries d LEFT JOIN revived r ON r.lead_id = d.lead_id
          WHERE d.channel = %(channel)s AND d.lead_id = ANY(%(ids)s)"""
-    stream_key, dead_key = keys.stream(namespace, channel), keys.dead_letters(namespace, channel)
-    queue.ensure_group(client, namespace, channel)
+    dead_key = keys.dead_letters(namespace, channel)
+    queue.ensure_group(client, namespace, channel, partitions)
     result = ReplayResult()
     for page in _entries(client, dead_key, limit, PAGE):
         by_lead: dict[int, list[bytes]] = defaultdict(list)
@@ -166,7 +171,10 @@ def replay_dead_letters(
         requeue = [lead_id for lead_id, queued in rows if queued]
         pipe = client.pipeline(transaction=False)
         for lead_id in requeue:
-            pipe.xadd(stream_key, {queue.LEAD_FIELD: lead_id})
+            pipe.xadd(
+                keys.stream(namespace, channel, keys.partition_of(lead_id, partitions)),
+                {queue.LEAD_FIELD: lead_id},
+            )
         done = [entry_id for lead_id, _ in rows for entry_id in by_lead[lead_id]]
         if done:
             pipe.xdel(dead_key, *done)
@@ -275,6 +283,7 @@ def resend_in_doubt(
     namespace: str,
     channels: Sequence[str],
     lead_ids: Sequence[int] | None,
+    partitions: int = 1,
 ) -> Changed:
     """Queue in-doubt leads again (all of ``channels`` when ``lead_ids`` is None): they will be sent,
     perhaps a second time. Leads not in doubt (any more) are left alone."""
@@ -286,8 +295,8 @@ def resend_in_doubt(
     ).fetchall()
     changed = _changed(rows, lead_ids)
     for channel, ids in changed.lead_ids.items():
-        queue.ensure_group(client, namespace, channel)
-        queue.enqueue(client, namespace, ((channel, lead_id) for lead_id in ids))
+        queue.ensure_group(client, namespace, channel, partitions)
+        queue.enqueue(client, namespace, ((channel, lead_id) for lead_id in ids), partitions)
     return changed
 
 
@@ -329,18 +338,20 @@ class RequeueResult:
     appended: int
 
 
-def requeue(client: redis.Redis, conn: psycopg.Connection, namespace: str, channel: str) -> RequeueResult:
+def requeue(
+    client: redis.Redis, conn: psycopg.Connection, namespace: str, channel: str, partitions: int = 1
+) -> RequeueResult:
     """Append to the channel's stream every ``queued`` lead that has no entry in it.
 
     The stream is read first, so a lead queued meanwhile may get a second entry (harmless: the claim
     makes it a no-op), never none. A lead deferred to a later time (quiet hours, a frequency cap)
     waits in the delayed set, not the stream: it is not missing until that time has passed.
     """
-    key = keys.stream(namespace, channel)
-    queue.ensure_group(client, namespace, channel)
+    queue.ensure_group(client, namespace, channel, partitions)
     in_stream: set[int] = set()
-    for page in _entries(client, key, None, STREAM_PAGE):
-        in_stream.update(lead_id for _, fields in page if (lead_id := _lead_of(fields, queue.LEAD_FIELD)))
+    for key in keys.streams(namespace, channel, partitions):
+        for page in _entries(client, key, None, STREAM_PAGE):
+            in_stream.update(lead_id for _, fields in page if (lead_id := _lead_of(fields, queue.LEAD_FIELD)))
     rows = conn.execute(
         f"SELECT lead_id FROM {quoted_schema(namespace)}.deliveries "
         "WHERE channel = %s AND status = 'queued' AND (not_before IS NULL OR not_before <= now()) "
@@ -350,6 +361,9 @@ def requeue(client: redis.Redis, conn: psycopg.Connection, namespace: str, chann
     missing = [lead_id for (lead_id,) in rows if lead_id not in in_stream]
     for start in range(0, len(missing), STREAM_PAGE):
         queue.enqueue(
-            client, namespace, ((channel, lead_id) for lead_id in missing[start : start + STREAM_PAGE])
+            client,
+            namespace,
+            ((channel, lead_id) for lead_id in missing[start : start + STREAM_PAGE]),
+            partitions,
         )
     return RequeueResult(len(rows), len(rows) - len(missing), len(missing))

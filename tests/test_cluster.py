@@ -13,9 +13,11 @@ import psycopg
 import pytest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ClusterDownError
 
 from leadctl import keys, metrics, queue
 from leadctl.config import Settings, load_settings
+from leadctl.connections import redis_outage
 from leadctl.errors import ConfigError
 from leadctl.localcluster import LocalCluster
 from leadctl.providers.sandbox import sandbox_in_thread
@@ -168,3 +170,39 @@ def test_a_master_killed_mid_run_fails_over_and_nothing_is_lost_or_sent_twice(
     assert final["sent"] + final["in_doubt"] == 3000 and final["sent"] >= 2900
     redis_cluster.wait_healthy()
     assert queue.depth(cluster_client, settings.namespace, "sms", PARTITIONS) == queue.Depth(0, 0)
+
+
+def test_requeue_rebuilds_only_the_partition_that_lost_its_entries(
+    settings: Settings,
+    cluster_env: dict[str, str],
+    cluster_client: RedisCluster,
+    tmp_path: Path,
+    pg: psycopg.Connection,
+) -> None:
+    write_leads(tmp_path / "leads.csv", 400)
+    with sandbox_in_thread() as sandbox:
+        config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        ingest(config, tmp_path / "leads.csv", cluster_env)
+        lost = keys.stream(settings.namespace, "sms", 2)
+        assert cluster_client.xlen(lost) == 100
+        cluster_client.delete(lost)  # as if that master lost its data
+        requeued = run_leadctl(
+            ["--config", str(config), "requeue", "--channel", "sms", "--json"], cluster_env
+        )
+        assert requeued.returncode == 0, requeued.stderr
+        assert json.loads(requeued.stdout)["appended"] == 100  # the other partitions' entries were found
+        assert cluster_client.xlen(lost) == 100
+        worked = run_leadctl(
+            ["--config", str(config), "work", "--channel", "sms", "--workers", "1", "--burst", "--json"],
+            cluster_env,
+        )
+        assert worked.returncode == 0, worked.stderr
+        assert sandbox.stats()["accepted"] == 400 and sandbox.stats()["duplicates"] == 0
+    assert statuses(pg, settings.namespace) == Counter({"sent": 400})
+
+
+def test_a_write_to_a_socket_the_server_closed_is_an_outage_under_uvloop() -> None:
+    closed = RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+    assert redis_outage(closed) and redis_outage(ConnectionResetError("Connection lost"))
+    assert redis_outage(ClusterDownError("CLUSTERDOWN The cluster is down"))
+    assert not redis_outage(RuntimeError("Session is closed")) and not redis_outage(ValueError("x"))

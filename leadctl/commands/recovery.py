@@ -178,7 +178,9 @@ def dlq_replay(
     with _connect(state) as (client, conn):
         assert client is not None
         for ch in _channels(channel):
-            results[ch] = replay_dead_letters(client, conn, state.settings.namespace, ch, limit)
+            results[ch] = replay_dead_letters(
+                client, conn, state.settings.namespace, ch, limit, state.settings.redis.partitions
+            )
     replayed = sum(r.replayed for r in results.values())
     skipped = sum(r.skipped for r in results.values())
     kept = sum(r.kept for r in results.values())
@@ -292,7 +294,9 @@ def doubt_resend(
         if not yes:
             total, _ = in_doubt(conn, state.settings.namespace, channels, ids, limit=0)
             _confirm(False, f"Resend {total:,} leads in doubt? Some may receive the message twice.")
-        changed = resend_in_doubt(client, conn, state.settings.namespace, channels, ids)
+        changed = resend_in_doubt(
+            client, conn, state.settings.namespace, channels, ids, state.settings.redis.partitions
+        )
     if as_json:
         print_json({"resent": changed.count, "lead_ids": changed.lead_ids, "skipped": changed.skipped})
         return
@@ -357,7 +361,9 @@ def requeue(ctx: typer.Context, channel: ChannelOption = "all", as_json: JsonOpt
     with _connect(state) as (client, conn):
         assert client is not None
         for ch in _channels(channel):
-            results[ch] = requeue_channel(client, conn, state.settings.namespace, ch)
+            results[ch] = requeue_channel(
+                client, conn, state.settings.namespace, ch, state.settings.redis.partitions
+            )
     appended = sum(r.appended for r in results.values())
     if as_json:
         print_json(
