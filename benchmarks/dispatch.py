@@ -11,7 +11,7 @@ import orjson
 
 from leadctl.config import load_settings
 from leadctl.connections import resolve_endpoints
-from leadctl.dispatch_bench import run_dispatch_bench
+from leadctl.dispatch_bench import run_dispatch_bench, save_result
 
 
 def main() -> None:
@@ -19,6 +19,7 @@ def main() -> None:
     settings = load_settings()
     endpoints = resolve_endpoints(settings, lambda line: print(line, file=sys.stderr))
     result = run_dispatch_bench(settings, endpoints, *args)
+    save_result(result, settings.data_dir)
     print(orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2).decode())
 
 

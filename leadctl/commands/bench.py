@@ -94,3 +94,31 @@ def ingest(
     Console().print(table)
     for goal, met in report.goals().items():
         state.say(f"goal {goal}: {'met' if met else 'NOT met'}")
+
+
+@bench_app.command("dispatch")
+def dispatch(
+    ctx: typer.Context,
+    leads: Annotated[int, typer.Option(min=100, help="Leads generated and sent.")] = 200_000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    concurrency: Annotated[int, typer.Option(min=1, help="Sends in flight per worker.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+) -> None:
+    """Send generated leads with `work --burst` to a sandbox that answers at once, then post as many
+    straight to it (the raw HTTP ceiling): leads/min, the ratio, latency, worker memory, Redis
+    commands and PostgreSQL WAL per lead. Saved in <data_dir>/bench/dispatch.json for `leadctl plan`."""
+    from leadctl.dispatch_bench import run_dispatch_bench, save_result
+
+    state = state_of(ctx)
+    result = run_dispatch_bench(state.settings, state.endpoints, leads, workers, concurrency)
+    path = save_result(result, state.settings.data_dir)
+    if as_json:
+        print_json(result.as_json())
+        return
+    table = Table(title=f"leadctl work --burst, {leads:,} leads, {workers} workers x {concurrency} in flight")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in result.as_json().items():
+        table.add_row(name, f"{value:,}" if isinstance(value, int | float) else str(value))
+    Console().print(table)
+    state.say(f"saved to {path} (read by `leadctl plan`)")

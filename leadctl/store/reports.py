@@ -25,13 +25,34 @@ class DeliveryGroup:
 
 
 def delivery_groups(conn: psycopg.Connection, namespace: str) -> list[DeliveryGroup]:
-    """Every lead counted once, grouped by channel, campaign, provider, status and receipt status."""
+    """Every lead counted once, grouped by channel, campaign, provider, status and receipt status.
+
+    The counts are ``delivery_counts``, kept by a trigger on ``deliveries`` (migration 4), so this
+    costs the same at 100M deliveries as at 100; only the leads being sent and the deferred ones
+    are read from ``deliveries``, through their partial indexes.
+    """
     schema = quoted_schema(namespace)
     rows = conn.execute(
-        f"""SELECT channel, campaign, provider, status, count(*),
-                   extract(epoch FROM now() - min(claimed_at) FILTER (WHERE status = 'sending')),
-                   delivery_status, count(*) FILTER (WHERE status = 'queued' AND not_before > now())
-              FROM {schema}.deliveries GROUP BY 1, 2, 3, 4, 7"""
+        f"""WITH counted AS (
+                SELECT channel, campaign, provider, status, delivery_status, sum(leads)::bigint AS leads
+                  FROM {schema}.delivery_counts GROUP BY 1, 2, 3, 4, 5 HAVING sum(leads) <> 0
+            ), claims AS (
+                SELECT channel, campaign, coalesce(provider, '') AS provider,
+                       coalesce(delivery_status, '') AS delivery_status,
+                       extract(epoch FROM now() - min(claimed_at)) AS oldest
+                  FROM {schema}.deliveries WHERE status = 'sending' GROUP BY 1, 2, 3, 4
+            ), deferred AS (
+                SELECT channel, campaign, coalesce(provider, '') AS provider,
+                       coalesce(delivery_status, '') AS delivery_status, count(*) AS leads
+                  FROM {schema}.deliveries WHERE status = 'queued' AND not_before > now()
+                 GROUP BY 1, 2, 3, 4
+            )
+            SELECT c.channel, c.campaign, nullif(c.provider, ''), c.status, c.leads,
+                   CASE WHEN c.status = 'sending' THEN cl.oldest END, nullif(c.delivery_status, ''),
+                   CASE WHEN c.status = 'queued' THEN coalesce(d.leads, 0) ELSE 0 END
+              FROM counted c
+              LEFT JOIN claims cl USING (channel, campaign, provider, delivery_status)
+              LEFT JOIN deferred d USING (channel, campaign, provider, delivery_status)"""
     ).fetchall()
     return [
         DeliveryGroup(r[0], r[1], r[2], r[3], r[4], float(r[5]) if r[5] is not None else None, r[6], r[7])
