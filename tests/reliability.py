@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
+from tests.conftest import run_leadctl
 
 
 def write_leads(path: Path, count: int, start: int = 0) -> list[str]:
@@ -31,6 +34,13 @@ def sandbox_config(path: Path, base_url: str, extra: str = "") -> Path:
         encoding="utf-8",
     )
     return path
+
+
+def ingest_ok(config: Path, leads: Path, env: dict[str, str], *options: str) -> dict[str, Any]:
+    """Ingest ``leads`` with the real command; the test fails unless it exits 0. Returns its report."""
+    result = run_leadctl(["--config", str(config), "ingest", str(leads), "--json", *options], env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def statuses(pg: psycopg.Connection, namespace: str, channel: str = "sms") -> Counter[str]:

@@ -21,8 +21,7 @@ from leadctl import keys
 from leadctl.config import Settings
 from leadctl.providers.sandbox import sandbox_in_thread
 from leadctl.services import resolve_urls, stop_embedded
-from tests.conftest import run_leadctl
-from tests.reliability import sandbox_config, write_leads
+from tests.reliability import ingest_ok, sandbox_config, write_leads
 from tests.test_worker_reliability import start_leadctl, wait_for
 
 LEADS = 2000
@@ -70,9 +69,7 @@ def test_restart_during_a_run(
     write_leads(tmp_path / "leads.csv", LEADS)
     with sandbox_in_thread(latency_ms=20, seed=5) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        assert (
-            run_leadctl(["--config", str(config), "ingest", str(tmp_path / "leads.csv")], env).returncode == 0
-        )
+        ingest_ok(config, tmp_path / "leads.csv", env)
         run = start_leadctl(
             [
                 "--config",

@@ -13,7 +13,7 @@ from leadctl import keys
 from leadctl.config import Settings
 from leadctl.providers.sandbox import SANDBOX_AUTH_TOKEN, SANDBOX_SENDGRID_KEY, sandbox_in_thread
 from tests.conftest import run_leadctl
-from tests.reliability import sandbox_config, write_leads
+from tests.reliability import ingest_ok, sandbox_config, write_leads
 
 
 def test_thousand_leads_sent_exactly_once(
@@ -109,12 +109,7 @@ def test_refused_credentials_stop_the_run_and_fail_no_lead(
     write_leads(tmp_path / "leads.csv", 20)
     with sandbox_in_thread(auth_token="another-token") as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        assert (
-            run_leadctl(
-                ["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env
-            ).returncode
-            == 0
-        )
+        ingest_ok(config, tmp_path / "leads.csv", leadctl_env)
         result = run_leadctl(
             ["--config", str(config), "work", "--channel", "sms", "--workers", "1", "--burst"], leadctl_env
         )
@@ -155,12 +150,7 @@ def test_campaign_templates_and_sms_segments_are_used_and_recorded(
             extra="campaigns:\n  natal:\n    sms:\n"
             f"      template: 'Feliz Natal {{{{ name }}}} de {{{{ cidade }}}} {long_text}'\n",
         )
-        assert (
-            run_leadctl(
-                ["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env
-            ).returncode
-            == 0
-        )
+        ingest_ok(config, tmp_path / "leads.csv", leadctl_env)
         result = run_leadctl(
             ["--config", str(config), "work", "--channel", "sms", "--workers", "1", "--burst"], leadctl_env
         )

@@ -19,7 +19,7 @@ from leadctl import keys
 from leadctl.config import Settings
 from leadctl.providers.sandbox import sandbox_in_thread
 from tests.conftest import run_leadctl
-from tests.reliability import sandbox_config, statuses, write_leads
+from tests.reliability import ingest_ok, sandbox_config, statuses, write_leads
 
 
 def start_leadctl(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -55,12 +55,7 @@ def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(
     phones = write_leads(tmp_path / "leads.csv", 1500)
     with sandbox_in_thread(latency_ms=20, seed=1) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        assert (
-            run_leadctl(
-                ["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env
-            ).returncode
-            == 0
-        )
+        ingest_ok(config, tmp_path / "leads.csv", leadctl_env)
         run = start_leadctl(
             [
                 "--config",
@@ -107,12 +102,7 @@ def test_sigterm_drains_in_flight_sends_and_exits_zero(
     write_leads(tmp_path / "leads.csv", 3000)
     with sandbox_in_thread(latency_ms=30, seed=2) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        assert (
-            run_leadctl(
-                ["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env
-            ).returncode
-            == 0
-        )
+        ingest_ok(config, tmp_path / "leads.csv", leadctl_env)
         run = start_leadctl(
             ["--config", str(config), "work", "--channel", "sms", "--workers", "2", "--concurrency", "10"],
             leadctl_env,
@@ -144,12 +134,7 @@ def test_overlapping_batches_process_each_lead_once(
     leadctl_env = {**leadctl_env, "LEADCTL_CHANNELS__SMS__CONCURRENCY": "5"}
     with sandbox_in_thread(latency_ms=100, seed=3) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        assert (
-            run_leadctl(
-                ["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env
-            ).returncode
-            == 0
-        )
+        ingest_ok(config, tmp_path / "leads.csv", leadctl_env)
         first = start_leadctl(["--config", str(config), "batch", "--workers", "1", "--json"], leadctl_env)
         wait_for(lambda: sandbox.stats()["accepted"] >= 20)
         started = time.monotonic()
@@ -173,12 +158,7 @@ def test_time_budget_stops_a_batch_and_leaves_the_rest_queued(
     write_leads(tmp_path / "leads.csv", 2000)
     with sandbox_in_thread(latency_ms=50, seed=4) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        assert (
-            run_leadctl(
-                ["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env
-            ).returncode
-            == 0
-        )
+        ingest_ok(config, tmp_path / "leads.csv", leadctl_env)
         env = {**leadctl_env, "LEADCTL_CHANNELS__SMS__CONCURRENCY": "5"}
         result = run_leadctl(
             ["--config", str(config), "batch", "--workers", "1", "--max-seconds", "2", "--json"],
@@ -200,12 +180,7 @@ def test_live_workers_are_listed_from_their_heartbeats(
     write_leads(tmp_path / "leads.csv", 500)
     with sandbox_in_thread(latency_ms=100, seed=6) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        assert (
-            run_leadctl(
-                ["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env
-            ).returncode
-            == 0
-        )
+        ingest_ok(config, tmp_path / "leads.csv", leadctl_env)
         env = {**leadctl_env, "LEADCTL_CHANNELS__SMS__CONCURRENCY": "5"}
         run = start_leadctl(
             ["--config", str(config), "work", "--channel", "sms", "--workers", "2", "--name", "h1"], env
