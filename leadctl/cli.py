@@ -24,7 +24,7 @@ def main() -> None:
         app()
     except LeadctlError as exc:
         _fail(exc, exc.exit_code, verbose)
-    except redis.RedisError as exc:
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:  # e.g. mid-failover
         _fail(redis_unreachable("(configured Redis)", exc), 3, verbose)
     except psycopg.OperationalError as exc:
         _fail(postgres_unreachable("(configured PostgreSQL)", exc), 3, verbose)
