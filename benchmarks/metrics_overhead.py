@@ -28,11 +28,11 @@ from leadctl.config import Settings, load_settings
 from leadctl.connections import Endpoints, open_async_redis, open_postgres, open_redis, resolve_endpoints
 from leadctl.leads import Lead
 from leadctl.metrics import FLUSH_EVERY_S, MetricsRecorder
+from leadctl.namespaces import purge_namespace
 from leadctl.pool import PoolSpec, Supervisor
 from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SandboxProcess
 from leadctl.store.deliveries import Outcome
 from leadctl.store.leads import LeadWriter
-from leadctl.store.migrations import drop_namespace
 
 DEFAULTS = (30_000, 2, 100, 3)  # leads, workers, concurrency, rounds
 
@@ -86,11 +86,8 @@ def burst(
         assert sent == leads, f"only {sent} of {leads} sent"
         return sent / (last - first).total_seconds() * 60, cpu_us
     finally:
-        stale = list(client.scan_iter(match=keys.namespace_pattern(namespace), count=1000))
-        if stale:
-            client.delete(*stale)
-        drop_namespace(conn, namespace)
         conn.close()
+        purge_namespace(client, endpoints.database_url, namespace)
         client.close()
 
 

@@ -27,16 +27,16 @@ import psutil
 import psycopg
 from redis.cluster import RedisCluster
 
-from leadctl import keys, queue
+from leadctl import queue
 from leadctl.config import Settings
 from leadctl.connections import Endpoints, RedisClient, open_postgres, open_redis
 from leadctl.leads import Lead
+from leadctl.namespaces import purge_namespace
 from leadctl.pool import PoolSpec, Supervisor, run_loop
 from leadctl.providers.base import Message
 from leadctl.providers.registry import create_provider, make_session
 from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SandboxProcess
 from leadctl.store.leads import LeadWriter
-from leadctl.store.migrations import drop_namespace
 
 
 @dataclass(slots=True)
@@ -244,11 +244,8 @@ def run_dispatch_bench(
             sandbox.reset()
             raw_per_min = _raw_ceiling(sandbox.base_url, leads, workers, concurrency)
         finally:
-            stale = list(client.scan_iter(match=keys.namespace_pattern(namespace), count=1000))
-            if stale:
-                client.delete(*stale)
-            drop_namespace(conn, namespace)
             conn.close()
+            purge_namespace(client, endpoints.database_url, namespace)
             client.close()
     latencies = reports["sms"].latencies_ms
     return DispatchBenchResult(
