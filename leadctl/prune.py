@@ -2,9 +2,9 @@
 
 A lead goes when its delivery is finished (sent, failed, dead, in doubt or suppressed) and finished
 (or, suppressed at ingest, was queued) before the cutoff; queued and sending leads always stay, and so
-does the suppression list. Deleting a lead deletes its delivery (``ON DELETE CASCADE``). Each batch is
-its own short transaction, so workers and ingest go on meanwhile. Once pruned, a contact is new again:
-ingesting it later queues it again.
+does the suppression list. Deleting a lead deletes its delivery (the ``leads_deleted`` trigger). Each
+batch is its own short transaction, so workers and ingest go on meanwhile. Once pruned, a contact is new
+again: ingesting it later queues it again.
 """
 
 from __future__ import annotations

@@ -29,6 +29,24 @@ def test_migrations_apply_once(settings: Settings, pg: psycopg.Connection) -> No
     conn.close()
 
 
+def test_deleting_leads_deletes_their_deliveries_without_a_foreign_key(settings: Settings) -> None:
+    conn = open_postgres(settings.database.url or "", settings)
+    schema = f'"{settings.namespace}"'
+    recorded = LeadWriter(settings.namespace).record(
+        conn, [lead(f"+551198765000{i}", line=i + 2) for i in range(4)], "f"
+    )
+    assert not conn.execute(  # no row-level RI check on every ingested delivery
+        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'",
+        (f"{schema}.deliveries",),
+    ).fetchall()
+    doomed = [r.lead_id for r in recorded[:3]]
+    conn.execute(f"DELETE FROM {schema}.leads WHERE id = ANY(%s)", (doomed,))
+    left = conn.execute(f"SELECT lead_id FROM {schema}.deliveries").fetchall()
+    assert left == [(recorded[3].lead_id,)]
+    assert status_counts(conn, settings.namespace)["sms"]["queued"] == 1
+    conn.close()
+
+
 def test_writer_deduplicates_within_and_across_batches(settings: Settings) -> None:
     conn = open_postgres(settings.database.url or "", settings)
     writer = LeadWriter(settings.namespace)

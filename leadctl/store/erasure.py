@@ -3,7 +3,7 @@ to erase (right to erasure), leaving a hashed tombstone so a re-import does not 
 
 A person is matched by contact, phone or email (an email lead may carry the phone being erased),
 emails without regard to case;
-their deliveries go with their leads (ON DELETE CASCADE). Webhook events are matched by contact,
+their deliveries go with their leads (the ``leads_deleted`` trigger). Webhook events are matched by contact,
 lead, provider message id (not SendGrid's: one id covers a thousand emails) or by the contact
 appearing anywhere in the event's payload.
 """
