@@ -12,6 +12,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -20,6 +21,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from leadctl.config import Settings
+from leadctl.connections import RedisClient
 from leadctl.localcluster import LocalCluster, find_redis_server
 from leadctl.namespaces import purge_namespace
 
@@ -174,3 +176,26 @@ def cluster_env(leadctl_env: dict[str, str], redis_cluster: LocalCluster) -> dic
         "LEADCTL_REDIS__CLUSTER": "true",
         "LEADCTL_REDIS__PARTITIONS": str(CLUSTER_PARTITIONS),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where a scenario runs: the real command's environment, a client of that Redis, and the
+    stream partitions per channel the command uses there."""
+
+    env: dict[str, str]
+    client: RedisClient
+    partitions: int
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_target(
+    request: pytest.FixtureRequest, leadctl_env: dict[str, str], redis_client: redis.Redis
+) -> RedisTarget:
+    """The test runs twice: on the single Redis (one partition), then on the real 3-master cluster
+    with CLUSTER_PARTITIONS partitions (skipped, like every cluster test, without redis-server)."""
+    if request.param == "redis":
+        return RedisTarget(leadctl_env, redis_client, 1)
+    return RedisTarget(
+        request.getfixturevalue("cluster_env"), request.getfixturevalue("cluster_client"), CLUSTER_PARTITIONS
+    )
