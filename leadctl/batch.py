@@ -2,6 +2,9 @@
 
 A run takes a lease in Redis (SET NX PX, renewed while it works, released at the end), so two
 overlapping runs never process together: the second finds the lock taken and exits at once.
+
+With ``--campaign`` a run sends only those campaigns' leads (leadctl.campaigns): the others stay
+queued where they are, and ``remaining`` counts the selected campaigns' queued leads (PostgreSQL).
 """
 
 from __future__ import annotations
@@ -9,16 +12,19 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
 
 from leadctl import keys, queue
+from leadctl.campaigns import CampaignFilter, campaign_filter
 from leadctl.compliance import delayed
 from leadctl.config import Settings
-from leadctl.connections import Endpoints
+from leadctl.connections import Endpoints, open_postgres
 from leadctl.pool import PoolReport, PoolSpec, Supervisor
+from leadctl.store.reports import CampaignCounts, campaign_counts
 
 _RENEW = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
@@ -67,12 +73,15 @@ class ChannelSummary:
 
 @dataclass(slots=True)
 class BatchReport:
-    """What a batch run did; ``skipped`` when another run held the lock."""
+    """What a batch run did; ``skipped`` when another run held the lock; ``campaigns``: the ones
+    selected (None: all), ``unknown_campaigns``: those of them without a single lead."""
 
     skipped: bool = False
     seconds: float = 0.0
     channels: dict[str, ChannelSummary] = field(default_factory=dict)
     fatal: str | None = None
+    campaigns: list[str] | None = None
+    unknown_campaigns: list[str] = field(default_factory=list)
 
     @property
     def unsent(self) -> int:
@@ -82,6 +91,8 @@ class BatchReport:
         return {
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
+            "campaigns": self.campaigns,
+            "unknown_campaigns": self.unknown_campaigns,
             "channels": {
                 name: {
                     **{k: getattr(c, k) for k in ChannelSummary.__slots__},
@@ -95,13 +106,15 @@ class BatchReport:
 @dataclass(slots=True)
 class BatchOptions:
     """channels: the channels to drain; limit: leads at most (split over the channels);
-    max_seconds: the time budget; workers: processes per channel (default: the channel's config)."""
+    max_seconds: the time budget; workers: processes per channel (default: the channel's config);
+    campaigns: send only these campaigns' leads (None: every campaign)."""
 
     channels: list[str]
     limit: int | None = None
     max_seconds: float | None = None
     workers: int | None = None
     name: str | None = None
+    campaigns: frozenset[str] | None = None
 
 
 def parse_every(text: str) -> float:
@@ -147,15 +160,15 @@ def run_batch(
         return BatchReport(skipped=True)
     started = time.monotonic()
     try:
-        busy = [
-            ch
-            for ch in options.channels
-            if sum(_depth(client, settings, ch)) > 0
-            or delayed.due(client, settings.namespace, ch, settings.redis.partitions, time.time())
-        ]
+        selected = _selected(settings, endpoints, options.campaigns)
+        busy = [ch for ch in options.channels if _busy(client, settings, ch, selected)]
         pools = [
             PoolSpec(
-                ch, options.workers or settings.channel(ch).workers, settings.channel(ch).concurrency, share
+                ch,
+                options.workers or settings.channel(ch).workers,
+                settings.channel(ch).concurrency,
+                share,
+                _filter(client, settings, ch, options.campaigns),
             )
             for ch, share in zip(busy, split(options.limit, len(busy)), strict=True)
         ]
@@ -170,8 +183,16 @@ def run_batch(
     finally:
         lock.release()
     result = BatchReport(seconds=time.monotonic() - started)
+    selected = _selected(settings, endpoints, options.campaigns)
+    if options.campaigns is not None and selected is not None:
+        result.campaigns = sorted(options.campaigns)
+        result.unknown_campaigns = sorted(options.campaigns - selected.known)
     for channel in options.channels:
-        remaining = sum(_depth(client, settings, channel))
+        remaining = (
+            selected.by_channel.get(channel, Counter())["queued"]
+            if selected is not None
+            else sum(_depth(client, settings, channel))
+        )
         report = reports.get(channel)
         result.channels[channel] = (
             _summarise(report, remaining) if report else ChannelSummary(remaining=remaining)
@@ -179,6 +200,35 @@ def run_batch(
         if report and report.fatal:
             result.fatal = f"{channel}: {report.fatal}"
     return result
+
+
+def _selected(
+    settings: Settings, endpoints: Endpoints, campaigns: frozenset[str] | None
+) -> CampaignCounts | None:
+    """The selected campaigns' leads per channel and status, now (None: no campaign selected)."""
+    if campaigns is None:
+        return None
+    with open_postgres(endpoints.database_url, settings) as conn:
+        return campaign_counts(conn, settings.namespace, campaigns)
+
+
+def _busy(client: redis.Redis, settings: Settings, channel: str, selected: CampaignCounts | None) -> bool:
+    """Whether the channel has work for this run: entries or due deferred leads, or with campaigns
+    selected, leads of theirs queued or being sent (a crashed worker's, to reclaim)."""
+    if selected is not None:
+        statuses = selected.by_channel.get(channel, Counter())
+        return statuses["queued"] + statuses["sending"] > 0
+    return sum(_depth(client, settings, channel)) > 0 or bool(
+        delayed.due(client, settings.namespace, channel, settings.redis.partitions, time.time())
+    )
+
+
+def _filter(
+    client: redis.Redis, settings: Settings, channel: str, campaigns: frozenset[str] | None
+) -> CampaignFilter | None:
+    if campaigns is None:
+        return None
+    return campaign_filter(client, settings.namespace, channel, settings.redis.partitions, campaigns)
 
 
 def _depth(client: redis.Redis, settings: Settings, channel: str) -> tuple[int, int]:

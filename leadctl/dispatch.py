@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from leadctl import heartbeats
+from leadctl.campaigns import CampaignFilter, CampaignSifter
 from leadctl.compliance.gate import SendGate
 from leadctl.config import Settings
 from leadctl.connections import AsyncRedisClient, Endpoints, open_async_pool, open_async_redis, redis_outage
@@ -74,6 +75,7 @@ class WorkerOptions:
     burst: exit once the stream and its pending list are empty.
     max_leads: stop reading after this many entries (None: no limit).
     clock: epoch seconds for quiet hours and frequency caps (tests move it).
+    campaigns: send only these campaigns' leads, passing the others over (leadctl.campaigns).
     """
 
     channel: str
@@ -82,6 +84,7 @@ class WorkerOptions:
     burst: bool = False
     max_leads: int | None = None
     clock: Callable[[], float] = time.time
+    campaigns: CampaignFilter | None = None
 
 
 @dataclass(slots=True)
@@ -150,6 +153,11 @@ class Worker:
         self._reading_finished = False
         self._outage = _Outage(options.consumer)
         self._held: dict[int, bytes] = {}  # lead id -> entry id, from claim until acknowledged
+        self._sifter = (
+            CampaignSifter(self.stream, pool, settings.namespace, options.campaigns)
+            if options.campaigns is not None
+            else None
+        )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -186,6 +194,9 @@ class Worker:
                 if not entries:
                     if self.options.burst and await self._drained():
                         break
+                    continue
+                if self._sifter is not None and not (entries := await self._sifter.sift(entries)):
+                    backoff.reset()  # all of other campaigns: passed over
                     continue
                 await self._start(entries)
                 backoff.reset()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+from leadctl.campaigns import CampaignFilter
 from leadctl.config import Settings
 from leadctl.connections import Endpoints
 from leadctl.dispatch import WorkerOptions, WorkerReport, run_worker
@@ -38,12 +39,14 @@ FATAL_EXIT = 3
 
 @dataclass(frozen=True, slots=True)
 class PoolSpec:
-    """``workers`` processes for ``channel``, each with ``concurrency`` sends in flight."""
+    """``workers`` processes for ``channel``, each with ``concurrency`` sends in flight; with
+    ``campaigns``, sending only those campaigns' leads."""
 
     channel: str
     workers: int
     concurrency: int
     max_leads: int | None = None
+    campaigns: CampaignFilter | None = None
 
 
 @dataclass(slots=True)
@@ -159,6 +162,7 @@ class Supervisor:
             concurrency=spec.concurrency,
             burst=self.burst,
             max_leads=share,
+            campaigns=spec.campaigns,
         )
 
     def _spawn(self, spec: PoolSpec, index: int, restart: int = 0) -> BaseProcess:

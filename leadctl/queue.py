@@ -12,6 +12,7 @@ one key (or keys of one slot); what spans partitions is a loop or a non-transact
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -134,6 +135,44 @@ def depth(client: RedisClient, namespace: str, channel: str, partitions: int = 1
     return Depth(queued, pending)
 
 
+StreamId = tuple[int, int]
+"""A stream entry id as comparable numbers: ``b"1700000000000-3"`` -> ``(1700000000000, 3)``."""
+
+
+def stream_id(raw: bytes | str) -> StreamId:
+    ms, _, seq = (raw.decode() if isinstance(raw, bytes) else raw).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def last_ids(client: RedisClient, namespace: str, channel: str, partitions: int = 1) -> tuple[StreamId, ...]:
+    """Each partition's last generated entry id (XINFO STREAM); (0, 0) for a stream never used."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys.streams(namespace, channel, partitions):
+        pipe.xinfo_stream(key)
+    ids = []
+    for reply in pipe.execute(raise_on_error=False):
+        if isinstance(reply, Exception) and not isinstance(reply, redis.ResponseError):
+            raise reply
+        ids.append((0, 0) if isinstance(reply, Exception) else stream_id(reply["last-generated-id"]))
+    return tuple(ids)
+
+
+_PASS_OVER = """
+local moved = 0
+for i = 3, #ARGV, 2 do
+    if redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1 then
+        redis.call('XDEL', KEYS[1], ARGV[i])
+        redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[i + 1])
+        moved = moved + 1
+    end
+end
+return moved
+"""
+"""Move entries (id, lead id pairs) to the tail of their stream, unread, atomically. An entry is
+re-added only if this acknowledgement took it off the pending list: when another consumer settled
+it first, it is left alone, so an entry is never lost and never doubled."""
+
+
 def _ref(partition: int, entry_id: bytes, partitions: int) -> bytes:
     return entry_id if partitions == 1 else b"%d/%s" % (partition, entry_id)
 
@@ -141,6 +180,12 @@ def _ref(partition: int, entry_id: bytes, partitions: int) -> bytes:
 def _unref(ref: bytes) -> tuple[int, bytes]:
     partition, slash, entry_id = ref.partition(b"/")
     return (int(partition), entry_id) if slash else (0, ref)
+
+
+def position(ref: bytes) -> tuple[int, StreamId]:
+    """Where an entry is: its partition and its id in that partition's stream."""
+    partition, entry_id = _unref(ref)
+    return partition, stream_id(entry_id)
 
 
 class StreamConsumer:
@@ -160,6 +205,8 @@ class StreamConsumer:
         self.dead_key = keys.dead_letters(namespace, channel)
         self.consumer = consumer
         self._next = 0  # the partition the next read starts at
+        self.closed: set[int] = set()
+        """Partitions ``read`` no longer visits (a campaign-filtered run past its horizon there)."""
 
     async def ensure_group(self) -> None:
         for key in self.keys:
@@ -191,6 +238,11 @@ class StreamConsumer:
         """New entries for this consumer (XREADGROUP ... COUNT) from the next partition that has
         any, waiting up to ``block_ms`` on the last partition of the round."""
         order = self._round()
+        if self.closed:
+            order = [partition for partition in order if partition not in self.closed]
+            if not order:  # nothing left to visit: wait as an empty read would
+                await asyncio.sleep((block_ms or 0) / 1000)
+                return []
         for partition in order:
             reply = await self.client.xreadgroup(
                 keys.GROUP,
@@ -252,6 +304,20 @@ class StreamConsumer:
             pipe.xack(self.keys[partition], keys.GROUP, *ids)
             pipe.xdel(self.keys[partition], *ids)
         await pipe.execute()
+
+    async def pass_over(self, entries: Sequence[Entry]) -> int:
+        """Move decoded ``entries`` to the tail of their partition's stream, unread (_PASS_OVER): one
+        atomic script per partition, naming that partition's key alone (legal on Redis Cluster).
+        Returns how many were moved (the others were settled by another consumer meanwhile)."""
+        script = self.client.register_script(_PASS_OVER)
+        args: defaultdict[int, list[bytes | int | None]] = defaultdict(list)
+        for entry in entries:
+            partition, entry_id = _unref(entry.entry_id)
+            args[partition] += (entry_id, entry.lead_id)
+        moved = 0
+        for partition, pairs in args.items():
+            moved += int(await script(keys=[self.keys[partition]], args=[keys.GROUP, LEAD_FIELD, *pairs]))
+        return moved
 
     async def pending_total(self) -> int:
         """Entries of the whole group read but not yet acknowledged, over every partition."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,12 @@ from leadctl.commands.app import AppState, app, print_json, state_of
 from leadctl.config import CHANNELS
 from leadctl.connections import open_postgres, open_redis
 from leadctl.errors import DependencyError, LeadctlError, UsageError
+
+if TYPE_CHECKING:
+    from leadctl.batch import BatchReport
+    from leadctl.campaigns import CampaignFilter
+
+CAMPAIGN_HELP = "Send only this campaign's leads (repeatable); the others stay queued, untouched."
 
 
 def _channels(values: list[str]) -> list[str]:
@@ -33,6 +39,25 @@ def _check_dependencies(state: AppState) -> None:
     open_postgres(endpoints.database_url, state.settings).close()
 
 
+def _campaign_filters(
+    state: AppState, channels: list[str], campaigns: list[str]
+) -> dict[str, CampaignFilter]:
+    """Each channel's campaign filter, its horizon noted now (none without --campaign)."""
+    if not campaigns:
+        return {}
+    from leadctl.campaigns import campaign_filter
+
+    settings = state.settings
+    client = open_redis(state.endpoints.redis_url, settings)
+    try:
+        return {
+            ch: campaign_filter(client, settings.namespace, ch, settings.redis.partitions, campaigns)
+            for ch in channels
+        }
+    finally:
+        client.close()
+
+
 @app.command()
 def work(
     ctx: typer.Context,
@@ -50,25 +75,31 @@ def work(
         int | None, typer.Option(min=1, help="Stop after this many leads per channel.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="This host's name in the consumer group.")] = None,
+    campaign: Annotated[list[str] | None, typer.Option(help=CAMPAIGN_HELP + " Needs --burst.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Send the queued leads of one or more channels with N worker processes each.
 
     SIGTERM/Ctrl-C stops reading and lets in-flight sends finish; a second one stops at once.
-    Exit 1 when some leads were not sent.
+    With --campaign (and --burst) only those campaigns' leads are sent; the others stay queued.
+    Exit 1 when some leads were not sent, 2 on a usage error.
     """
     from leadctl.pool import PoolSpec, Supervisor
 
     state = state_of(ctx)
     settings = state.settings
     channels = _channels(channel)
+    if campaign and not burst:
+        raise UsageError("--campaign needs --burst: filtered workers go through the queue once and exit")
     _check_dependencies(state)
+    filters = _campaign_filters(state, channels, campaign or [])
     pools = [
         PoolSpec(
             ch,
             workers or settings.channel(ch).workers,
             concurrency or settings.channel(ch).concurrency,
             max_leads,
+            filters.get(ch),
         )
         for ch in channels
     ]
@@ -121,11 +152,13 @@ def batch(
         str | None, typer.Option(help="Run again on this schedule (e.g. 15m), for hosts without cron.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="This host's name in the consumer group.")] = None,
+    campaign: Annotated[list[str] | None, typer.Option(help=CAMPAIGN_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ) -> None:
     """The cron job: drain the queues within a time budget, print a summary, exit 0/1/3.
 
     Runs one at a time per namespace: a run that finds another one working exits 0 at once.
+    With --campaign only those campaigns' leads are sent; the others stay queued.
     Exit 0 when everything went, 1 when some leads failed, 3 when a dependency was down.
     """
     from leadctl.batch import BatchOptions, parse_every, run_batch
@@ -136,7 +169,8 @@ def batch(
         interval = parse_every(every) if every else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    options = BatchOptions(_channels(channel or ["all"]), limit, max_seconds, workers, name)
+    campaigns = frozenset(campaign) if campaign else None
+    options = BatchOptions(_channels(channel or ["all"]), limit, max_seconds, workers, name, campaigns)
     _check_dependencies(state)
     client = open_redis(state.endpoints.redis_url, settings)
     while True:
@@ -148,15 +182,25 @@ def batch(
             _post_alerts(state)
         if as_json:
             print_json(report.as_json())
-        elif not report.skipped:
-            for ch, c in report.channels.items():
-                state.say(
-                    f"{ch}: {c.sent:,} sent, {c.failed:,} failed, {c.in_doubt:,} in doubt, {c.dead:,} dead, "
-                    f"{c.deferred:,} deferred, {c.remaining:,} remaining ({c.leads_per_min:,.0f} leads/min)"
-                )
+        if not report.skipped:
+            _say_summary(state, report, channels=not as_json)
         if interval is None:
             raise typer.Exit(1 if report.unsent else 0)
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def _say_summary(state: AppState, report: BatchReport, channels: bool) -> None:
+    """A batch run's summary on stderr: the campaigns it selected, and each channel's line."""
+    if report.campaigns is not None:
+        state.say(f"campaigns: {', '.join(report.campaigns)} (remaining: their leads still queued)")
+    if report.unknown_campaigns:
+        names = ", ".join(repr(c) for c in report.unknown_campaigns)
+        state.say(f"no leads of campaign {names} in namespace {state.settings.namespace}: nothing to send")
+    for ch, c in report.channels.items() if channels else ():
+        state.say(
+            f"{ch}: {c.sent:,} sent, {c.failed:,} failed, {c.in_doubt:,} in doubt, {c.dead:,} dead, "
+            f"{c.deferred:,} deferred, {c.remaining:,} remaining ({c.leads_per_min:,.0f} leads/min)"
+        )
 
 
 def _post_alerts(state: AppState) -> None:
