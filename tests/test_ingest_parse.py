@@ -630,6 +630,38 @@ def test_phone_fast_path_agrees_with_the_library():
                 assert (got.e164, got.landline) == (want[0], landline), (value, region)
 
 
+def test_phone_fast_path_agrees_with_the_library_on_brazilian_shapes():
+    """E.164, trunk-prefixed (0XX, 90XX with a carrier), punctuated and 8-digit mobiles, valid or not."""
+    rng = random.Random(13)
+    areas = ["11", "21", "31", "47", "55", "61", "85", "98", "10", "20", "00", "99"]
+    values = []
+    for _ in range(4000):
+        area = rng.choice(areas)
+        local = "".join(rng.choice("0123456789") for _ in range(rng.randint(7, 10)))
+        values += [
+            f"+55{area}{local}",
+            f"0{area}{local}",
+            f"0{area} {local[:5]} {local[5:]}",
+            f"({area}) {local[:-4]}-{local[-4:]}",
+            f"{area}{local}",
+            f"0{rng.choice(['15', '21', '41', '12'])}{area}{local}",
+            f"90{area}{local}",
+            f"00{area}{local}",
+            f"0 0{area}{local}",
+            f"55{area}{local}",
+        ]
+    for region in ("BR", "PT", "AR"):
+        for value in values:
+            got = normalise.normalise_phone(value, region)
+            want = _reference_phone(value, region)
+            if want is None:
+                assert isinstance(got, normalise.Invalid), (value, region, got)
+            else:
+                assert isinstance(got, normalise.Phone), (value, region, got)
+                landline = want[1] == phonenumbers.PhoneNumberType.FIXED_LINE
+                assert (got.e164, got.landline) == (want[0], landline), (value, region)
+
+
 def test_email_fast_path_agrees_with_email_validator():
     values = [
         "Ana.Silva@Example.COM", "joão@exemplo.com.br", "a@b", "x@localhost", "a..b@c.com",

@@ -11,17 +11,17 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from zlib import crc32
 
 import orjson
 
-from leadctl.ingest.parse import RowParser
-from leadctl.ingest.readers import ChunkFormat, Item, expand
+from leadctl.ingest.parse import LeadRow, RowParser
+from leadctl.ingest.readers import Chunk, ChunkFormat, Item, split_chunk
 from leadctl.ingest.rejects import Code
-from leadctl.leads import Lead, Reject
+from leadctl.leads import Reject
 
 _NUL = "a field holds a NUL character, which PostgreSQL cannot store"
 _NULL = "\\N"
@@ -67,47 +67,47 @@ def parse_batch(
     flags: Counter[str] = Counter()
     keys: list[bytes] = []
     started = time.thread_time()
-    parse = parser.parse
-    dumps = orjson.dumps
+    row_of = parser.row
     rows = 0
-    for record in expand(items, format):
-        rows += 1
-        if isinstance(record, Reject):
-            rejects.append(record)
-            continue
-        lead = parse(*record)
-        if lead.__class__ is Reject:
-            rejects.append(lead)  # type: ignore[arg-type]
-            continue
-        assert isinstance(lead, Lead)
-        fields = dumps(lead.fields).decode()
-        if "\x00" in lead.name or "\x00" in lead.campaign or ("\\u0000" in fields and _has_nul(lead.fields)):
-            line, names, values = record
-            rejects.append(parser.reject(line, Code.INVALID_CHARACTER, _NUL, names, values))
-            continue
-        if parts:
-            part = zlib.crc32(lead.contact.encode()) % parts if parts > 1 else 0
-            lines_of[part].append(_copy_line(lead, fields))
-        if lead.flags:
-            flags.update(lead.flags)
-        if with_keys:
-            keys.append(contact_key(lead.channel, lead.contact))
+    for item in items:
+        for record in split_chunk(format, item) if isinstance(item, Chunk) else (item,):
+            rows += 1
+            if isinstance(record, Reject):
+                rejects.append(record)
+                continue
+            row = row_of(*record)
+            if isinstance(row, Reject):
+                rejects.append(row)
+                continue
+            channel, contact, name, _, _, campaign, lead_flags, fields = row
+            if (
+                "\x00" in name
+                or "\x00" in campaign
+                or ("\\u0000" in fields and _has_nul(orjson.loads(fields)))
+            ):
+                rejects.append(parser.reject(record[0], Code.INVALID_CHARACTER, _NUL, record[1], record[2]))
+                continue
+            if parts:
+                part = crc32(contact.encode()) % parts if parts > 1 else 0
+                lines_of[part].append(_copy_line(row, record[0]))
+            if lead_flags:
+                flags.update(lead_flags)
+            if with_keys:
+                keys.append(contact_key(channel, contact))
     texts = ["".join(lines) for lines in lines_of]
     counts = [len(lines) for lines in lines_of]
     cpu_s = time.thread_time() - started
     return ParsedBatch(rows, rejects, texts, counts, flags, b"".join(keys), cpu_s)
 
 
-def _copy_line(lead: Lead, fields: str) -> str:
-    """The lead as one line of COPY's text format (tab-separated, \\N for NULL, escapes)."""
-    line = (
-        f"{lead.channel}\t{lead.contact}\t{lead.name}\t{lead.phone or _NULL}\t{lead.email or _NULL}\t"
-        f"{fields}\t{lead.campaign}\t{lead.line}\n"
-    )
-    if line.count("\t") == _TABS and not _ESCAPED.search(line, 0, len(line) - 1):
-        return line
-    values = (lead.channel, lead.contact, lead.name, lead.phone, lead.email, fields, lead.campaign)
-    return "\t".join(_NULL if v is None else _escape(v) for v in values) + f"\t{lead.line}\n"
+def _copy_line(row: LeadRow, line: int) -> str:
+    """An accepted row as one line of COPY's text format (tab-separated, \\N for NULL, escapes)."""
+    channel, contact, name, phone, email, campaign, _, fields = row
+    text = f"{channel}\t{contact}\t{name}\t{phone or _NULL}\t{email or _NULL}\t{fields}\t{campaign}\t{line}\n"
+    if text.count("\t") == _TABS and not _ESCAPED.search(text, 0, len(text) - 1):
+        return text
+    values = (channel, contact, name, phone, email, fields, campaign)
+    return "\t".join(_NULL if v is None else _escape(v) for v in values) + f"\t{line}\n"
 
 
 def _escape(value: str) -> str:

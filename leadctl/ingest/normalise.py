@@ -66,6 +66,10 @@ class Phone(NamedTuple):
     repaired: bool = False
 
 
+_phone = tuple.__new__
+"""Phone(e164, landline, repaired) without NamedTuple's keyword handling (the hot path)."""
+
+
 class Invalid(NamedTuple):
     """Why a value was not accepted, in words a user can act on."""
 
@@ -74,45 +78,102 @@ class Invalid(NamedTuple):
 
 def normalise_phone(value: str, region: str) -> Phone | Invalid:
     """A phone as typed ('(11) 98765-4321', '+55 11 98765 4321') -> Phone, or Invalid saying why."""
-    digits = value.translate(_FORMATTING)
-    split = None
-    if digits[:1] == "+" and digits[1:].isdigit() and digits.isascii():
-        split = _international(digits[1:])
-    elif digits.isdigit() and digits.isascii():
-        split = _national(digits, region)
+    if value[:1] == "+" and value[1:].isdigit() and value.isascii():  # E.164 already, mostly
+        split = _international(value[1:])
+    else:
+        digits = value.translate(_FORMATTING)
+        split = None
+        if digits[:1] == "+" and digits[1:].isdigit() and digits.isascii():
+            split = _international(digits[1:])
+        elif digits.isdigit() and digits.isascii():
+            split = _national(digits, region)
     result = _classify(*split) if split is not None else None
     return result if result is not None else _parse(value, region)
+
+
+def _code_of(digits: str) -> int | None:
+    """The country code a run of digits starts with (1 to 3 digits), or None."""
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in _COUNTRY_CODES:
+            return code
+    return None
+
+
+_CODE_BY_PREFIX = {f"{prefix:03d}": _code_of(f"{prefix:03d}") for prefix in range(1000)}
+"""Each 3-digit start of an international number -> its country code (None: no such code)."""
 
 
 def _international(digits: str) -> tuple[int, str] | None:
     """'5511987654321' (after the +) -> (55, '11987654321'); None when unusual (the parser decides)."""
     if digits[0] == "0":
         return None
-    for size in (1, 2, 3):
-        code = int(digits[:size])
-        if code in _COUNTRY_CODES:
-            national = digits[size:]
-            if national[:1] in ("", "0") or len(national) > 17:
-                return None
-            return code, national
-    return None
+    code = _CODE_BY_PREFIX.get(digits[:3]) if len(digits) >= 3 else _code_of(digits)
+    if code is None:
+        return None
+    national = digits[len(str(code)) :]
+    if national[:1] in ("", "0") or len(national) > 17:
+        return None
+    return code, national
+
+
+class _Region(NamedTuple):
+    """What the fast path needs of a region's metadata."""
+
+    code: int
+    national_prefix: re.Pattern[str]
+    international_prefix: re.Pattern[str]
+    general: re.Pattern[str]
+    lengths: frozenset[int]
 
 
 def _national(digits: str, region: str) -> tuple[int, str] | None:
-    """National digits with no trunk or international prefix -> (the region's country code, digits)."""
+    """National digits, perhaps after a trunk prefix ('011 98765 4321') -> (the region's country
+    code, the national significant number); None when unusual (the parser decides)."""
     known = _region(region)
-    if known is None or digits[0] == "0" or known[1].match(digits) or len(digits) > 17:
+    if known is None or len(digits) > 17:
         return None
-    return known[0], digits
+    prefix = known.national_prefix.match(digits)
+    if prefix is not None:
+        if digits[0] != "0":
+            return None
+        national = _without_trunk_prefix(digits, prefix, known)
+        if national is None:
+            return None
+        digits = national
+    if digits[:1] in ("", "0"):
+        return None
+    return known.code, digits
+
+
+def _without_trunk_prefix(digits: str, prefix: re.Match[str], known: _Region) -> str | None:
+    """What phonenumbers keeps of ``digits`` (which start with 0 and the region's national prefix)
+    in the common case: the prefix stripped, when that leaves a number of a possible length and
+    the digits were neither an international call nor a number as they were; else None."""
+    groups = prefix.re.groups
+    if groups and prefix.group(groups) is not None:  # a carrier code, rewritten: the parser decides
+        return None
+    rest = digits[prefix.end() :]
+    if known.international_prefix.match(digits) or known.general.fullmatch(digits):
+        return None
+    return rest if len(rest) in known.lengths else None
 
 
 @cache
-def _region(region: str) -> tuple[int, re.Pattern[str]] | None:
-    """The region's country code and national-prefix-for-parsing pattern; None without metadata."""
+def _region(region: str) -> _Region | None:
+    """The region's metadata the fast path needs; None without metadata."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    if metadata is None:
+    if metadata is None or metadata.general_desc is None:
         return None
-    return metadata.country_code, re.compile(metadata.national_prefix_for_parsing or r"(?!)")
+    general = metadata.general_desc
+    local = set(general.possible_length_local_only or ())
+    return _Region(
+        metadata.country_code,
+        re.compile(metadata.national_prefix_for_parsing or r"(?!)"),
+        re.compile(metadata.international_prefix or r"(?!)"),
+        re.compile(general.national_number_pattern or r"(?!)"),
+        frozenset(length for length in general.possible_length if length not in local),
+    )
 
 
 def _classify(code: int, national: str, number: PhoneNumber | None = None) -> Phone | None:
@@ -121,11 +182,11 @@ def _classify(code: int, national: str, number: PhoneNumber | None = None) -> Ph
     if code == _BR and len(national) == 10 and national[2] in _REPAIRABLE:
         candidate = f"{national[:2]}9{national[2:]}"
         if _number_type(code, candidate) == PhoneNumberType.MOBILE:
-            return Phone(f"+{code}{candidate}", repaired=True)
+            return _phone(Phone, (f"+{code}{candidate}", False, True))
     kind = _number_type(code, national, number)
     if kind == PhoneNumberType.UNKNOWN:
         return None
-    return Phone(f"+{code}{national}", landline=kind == PhoneNumberType.FIXED_LINE)
+    return _phone(Phone, (f"+{code}{national}", kind == PhoneNumberType.FIXED_LINE, False))
 
 
 def _number_type(code: int, national: str, number: PhoneNumber | None = None) -> int:
@@ -140,7 +201,6 @@ def _number_type(code: int, national: str, number: PhoneNumber | None = None) ->
     return phonenumbers.number_type(number)
 
 
-_Matcher = Callable[[str], bool]
 _SPECIAL_TYPES = (
     ("premium_rate", PhoneNumberType.PREMIUM_RATE),
     ("toll_free", PhoneNumberType.TOLL_FREE),
@@ -153,44 +213,67 @@ _SPECIAL_TYPES = (
 )
 
 
-def _matcher(desc: PhoneNumberDesc | None) -> _Matcher:
-    """phonenumbers' _is_number_matching_desc for one desc: its possible lengths, then its pattern."""
+def _applies(desc: PhoneNumberDesc | None, length: int) -> str | None:
+    """A desc's pattern when phonenumbers' _is_number_matching_desc would try it on a number of
+    ``length`` digits (it has a pattern, and ``length`` is one of its possible lengths, if any)."""
     if desc is None or not desc.national_number_pattern:
-        return lambda national: False
-    lengths = frozenset(desc.possible_length)
-    fullmatch = re.compile(desc.national_number_pattern).fullmatch
-    if not lengths:
-        return lambda national: fullmatch(national) is not None
-    return lambda national: len(national) in lengths and fullmatch(national) is not None
+        return None
+    if desc.possible_length and length not in desc.possible_length:
+        return None
+    return f"(?:{desc.national_number_pattern})"
+
+
+def _type_pattern(metadata: PhoneMetadata, length: int) -> tuple[re.Pattern[str], dict[str, int]] | None:
+    """One regex deciding the number type of a ``length``-digit national number, as phonenumbers'
+    _number_type_helper does desc by desc: the general desc must match, then the first alternative
+    that matches names the type (the special types, fixed line and mobile, in the helper's order);
+    None when no number of that length has a type."""
+    general = _applies(metadata.general_desc, length)
+    if general is None:
+        return None
+    alternatives: list[tuple[str, int]] = []
+    for name, kind in _SPECIAL_TYPES:
+        pattern = _applies(getattr(metadata, name), length)
+        if pattern is not None:
+            alternatives.append((pattern, kind))
+    fixed, mobile = _applies(metadata.fixed_line, length), _applies(metadata.mobile, length)
+    same = metadata.same_mobile_and_fixed_line_pattern
+    if fixed is not None:
+        if same:
+            alternatives.append((fixed, PhoneNumberType.FIXED_LINE_OR_MOBILE))
+        elif mobile is not None:
+            alternatives.append((rf"(?={mobile}\Z){fixed}", PhoneNumberType.FIXED_LINE_OR_MOBILE))
+    if fixed is not None and not same:
+        alternatives.append((fixed, PhoneNumberType.FIXED_LINE))
+    if mobile is not None and not same:
+        alternatives.append((mobile, PhoneNumberType.MOBILE))
+    if not alternatives:
+        return None
+    body = "|".join(f"(?P<t{i}>{pattern})" for i, (pattern, _) in enumerate(alternatives))
+    kinds = {f"t{i}": kind for i, (_, kind) in enumerate(alternatives)}
+    return re.compile(rf"(?={general}\Z)(?:{body})"), kinds
 
 
 @cache
 def _classifier(code: int) -> Callable[[str], int] | None:
     """The number type of a national number of a single-region country code, as phonenumbers'
-    _number_type_helper decides it; None for shared codes (+1, +7...)."""
+    _number_type_helper decides it, in one regex match; None for shared codes (+1, +7...)."""
     metadata = _single_region_metadata(code)
     if metadata is None:
         return None
-    general = _matcher(metadata.general_desc)
-    special = [(_matcher(getattr(metadata, name)), kind) for name, kind in _SPECIAL_TYPES]
-    fixed_line, mobile = _matcher(metadata.fixed_line), _matcher(metadata.mobile)
-    same = metadata.same_mobile_and_fixed_line_pattern
+    by_length: dict[int, tuple[re.Pattern[str], dict[str, int]] | None] = {}
 
     def classify(national: str) -> int:
-        if not general(national):
+        length = len(national)
+        try:
+            decider = by_length[length]
+        except KeyError:
+            decider = by_length[length] = _type_pattern(metadata, length)
+        if decider is None:
             return PhoneNumberType.UNKNOWN
-        for matches, kind in special:
-            if matches(national):
-                return kind
-        if fixed_line(national):
-            return (
-                PhoneNumberType.FIXED_LINE_OR_MOBILE
-                if same or mobile(national)
-                else PhoneNumberType.FIXED_LINE
-            )
-        if not same and mobile(national):
-            return PhoneNumberType.MOBILE
-        return PhoneNumberType.UNKNOWN
+        pattern, kinds = decider
+        match = pattern.fullmatch(national)
+        return PhoneNumberType.UNKNOWN if match is None else kinds[match.lastgroup]  # type: ignore[index]
 
     return classify
 

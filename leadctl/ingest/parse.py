@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import phonenumbers
 
 from leadctl.errors import InputError, UsageError
@@ -109,7 +110,13 @@ def open_leads(
         opened.closer.close()
         raise
     parser = RowParser(
-        columns, region, channel, options.campaign or opened.stem, opened.name, options.consent
+        columns,
+        region,
+        channel,
+        options.campaign or opened.stem,
+        opened.name,
+        options.consent,
+        text_cells=records.format is not None and records.format.kind == "csv",
     )
     return LeadFile(opened, records.columns, parser, records.format, records.items)
 
@@ -156,8 +163,19 @@ def text_of(value: Any) -> str:
     return str(value)
 
 
+LeadRow = tuple[str, str, str, str | None, str | None, str, tuple[str, ...], str]
+"""An accepted row as RowParser.row gives it: channel, contact, name, phone, email, campaign,
+flags and the other fields as JSON text."""
+
+_FIELDS_CACHED = 4096
+"""Distinct field values whose JSON a RowParser keeps (a city column repeats; an id column does not)."""
+
+
 class RowParser:
-    """One row (keys and values) -> Lead or Reject."""
+    """One row (keys and values) -> Lead or Reject.
+
+    ``text_cells``: every value is a str (CSV), so the other fields' JSON can be cached by value.
+    """
 
     def __init__(
         self,
@@ -167,6 +185,7 @@ class RowParser:
         campaign: str,
         source: str,
         consent: Mapping[str, tuple[str, ...]] | None = None,
+        text_cells: bool = False,
     ):
         self._columns = columns
         self._consent = consent or {}
@@ -175,16 +194,38 @@ class RowParser:
         self._channel = channel
         self._campaign = campaign
         self._source = source
+        self._text_cells = text_cells
+        self._text = str.strip if text_cells else text_of
+        self._fields_json: dict[tuple[str, ...], str] = {}
 
     def parse(self, line: int, keys: tuple[str, ...], values: Sequence[Any]) -> Lead | Reject:
+        row = self.row(line, keys, values)
+        if row.__class__ is Reject:
+            return row  # type: ignore[return-value]
+        channel, contact, name, phone, email, campaign, flags, _ = row
+        return Lead(
+            channel=channel,
+            contact=contact,
+            name=name,
+            campaign=campaign,
+            line=line,
+            phone=phone,
+            email=email,
+            fields={column: values[index] for index, column in self._layouts[keys].fields},
+            flags=flags,
+        )
+
+    def row(self, line: int, keys: tuple[str, ...], values: Sequence[Any]) -> LeadRow | Reject:
+        """The row as a LeadRow (what the bulk path stores), or a Reject."""
         layout = self._layouts.get(keys)
         if layout is None:
             layout = self._layouts[keys] = self._columns.layout(keys)
-        phone_raw = text_of(values[layout.phone]) if layout.phone is not None else ""
-        email_raw = text_of(values[layout.email]) if layout.email is not None else ""
+        text = self._text
+        phone_raw = text(values[layout.phone]) if layout.phone is not None else ""
+        email_raw = text(values[layout.email]) if layout.email is not None else ""
         channel = self._channel
         if layout.channel is not None:
-            channel_raw = text_of(values[layout.channel])
+            channel_raw = text(values[layout.channel])
             if channel_raw:
                 channel = normalise_channel(channel_raw)
                 if channel is None:
@@ -197,29 +238,29 @@ class RowParser:
                 )
             channel = "sms" if phone_raw else "email"
 
-        flags: list[str] = []
+        flags: tuple[str, ...] = ()
         phone = email = None
         if phone_raw:
             result = normalise_phone(phone_raw, self._region)
             if result.__class__ is Invalid:
                 if channel in _PHONE_CHANNELS:
                     return self.reject(line, Code.INVALID_PHONE, result[0], keys, values)
-                flags.append("invalid_phone")
+                flags = ("invalid_phone",)
             else:
                 phone, landline, repaired = result
                 if landline and channel in _PHONE_CHANNELS:
                     message = f"{phone} is a landline; it cannot receive {channel}"
                     return self.reject(line, Code.LANDLINE, message, keys, values)
                 if repaired:
-                    flags.append("added_ninth_digit")
+                    flags = ("added_ninth_digit",)
         if email_raw:
             result = normalise_email(email_raw)
             if result.__class__ is Invalid:
                 if channel == "email":
                     return self.reject(line, Code.INVALID_EMAIL, f"email: {result[0]}", keys, values)
-                flags.append("invalid_email")
+                flags = (*flags, "invalid_email")
             else:
-                email = result
+                email = result  # type: ignore[assignment]
         contact = email if channel == "email" else phone
         if contact is None:
             wanted = "an email" if channel == "email" else "a phone"
@@ -227,27 +268,30 @@ class RowParser:
                 line, Code.MISSING_CONTACT, f"{channel} needs {wanted}; the row has none", keys, values
             )
 
-        campaign = text_of(values[layout.campaign]) if layout.campaign is not None else ""
-        fields = {name: values[index] for index, name in layout.fields}
+        campaign = (text(values[layout.campaign]) if layout.campaign is not None else "") or self._campaign
         # consent (compliance.campaigns.<c>.require_consent): a campaign may demand proof fields
-        required = self._consent.get(campaign or self._campaign)
-        missing = [name for name in required if not text_of(fields.get(name))] if required else []
-        if missing:
-            message = (
-                f"campaign {campaign or self._campaign!r} requires consent: {', '.join(missing)} is empty"
-            )
-            return self.reject(line, Code.NO_CONSENT, message, keys, values)
-        return Lead(
-            channel=channel,
-            contact=contact,
-            name=text_of(values[layout.name]) if layout.name is not None else "",
-            campaign=campaign or self._campaign,
-            line=line,
-            phone=phone,
-            email=email,
-            fields=fields,
-            flags=tuple(flags),
-        )
+        required = self._consent.get(campaign)
+        if required:
+            fields = {name: values[index] for index, name in layout.fields}
+            missing = [name for name in required if not text_of(fields.get(name))]
+            if missing:
+                message = f"campaign {campaign!r} requires consent: {', '.join(missing)} is empty"
+                return self.reject(line, Code.NO_CONSENT, message, keys, values)
+        name = text(values[layout.name]) if layout.name is not None else ""
+        return channel, contact, name, phone, email, campaign, flags, self._fields(layout, values)
+
+    def _fields(self, layout: Layout, values: Sequence[Any]) -> str:
+        """The other fields of a row as JSON text (cached by their values for text cells)."""
+        if not self._text_cells:
+            return orjson.dumps({name: values[index] for index, name in layout.fields}).decode()
+        key = tuple([values[index] for index, _ in layout.fields])
+        cached = self._fields_json.get(key)
+        if cached is None:
+            cached = orjson.dumps({name: values[index] for index, name in layout.fields}).decode()
+            if len(self._fields_json) >= _FIELDS_CACHED:
+                self._fields_json.clear()
+            self._fields_json[key] = cached
+        return cached
 
     def reject(
         self, line: int, code: str, message: str, keys: tuple[str, ...], values: Sequence[Any]
