@@ -6,7 +6,8 @@ stream, dead letters and counters live in one slot and multi-key commands and sc
 A channel's queue may be split in partitions (``redis.partitions``) to spread it over the slots of a
 cluster: partition 0 is the channel's own stream ``{namespace:channel}:stream`` (so data queued
 before partitioning stays readable), partition p > 0 is ``{namespace:channel:p}:stream``, each its
-own slot. A lead's partition is its id modulo the partition count.
+own slot. A lead's partition is its id modulo the partition count, which is recorded in Redis
+(``partition_count``) so that hosts configured with different counts fail instead of stranding leads.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ def stream(namespace: str, channel: str, partition: int = 0) -> str:
 def streams(namespace: str, channel: str, partitions: int) -> list[str]:
     """Every partition's stream of a channel, partition 0 first."""
     return [stream(namespace, channel, p) for p in range(partitions)]
+
+
+def partition_count(namespace: str, channel: str) -> str:
+    """The channel's partition count, recorded (SET NX) when its streams are first created, in
+    partition 0's slot: every ingest, worker, batch and requeue checks ``redis.partitions`` against it."""
+    return f"{tag(namespace, channel)}:partitions"
 
 
 def partition_of(lead_id: int, partitions: int) -> int:

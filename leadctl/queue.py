@@ -8,6 +8,10 @@ With ``redis.partitions`` P > 1 a channel is P streams, each in its own cluster 
 a lead is queued in partition ``id % P`` and every worker reads every partition in turn, so any
 worker drains any partition and no partition waits for a worker of its own. Every command names
 one key (or keys of one slot); what spans partitions is a loop or a non-transactional pipeline.
+
+P is recorded in Redis (``keys.partition_count``, in partition 0's slot) the first time a channel's
+streams are ensured, and every later ensure checks it: a process configured with another P would
+queue into, or read, other streams than its peers, so it stops with a config error instead.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import redis
 
 from leadctl import keys
 from leadctl.connections import AsyncRedisClient, RedisClient
+from leadctl.errors import ConfigError
 
 LEAD_FIELD = b"l"
 
@@ -57,8 +62,40 @@ def _is_busygroup(exc: redis.ResponseError) -> bool:
     return str(exc).startswith("BUSYGROUP")
 
 
+_RECORD_PARTITIONS = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+"""Record a channel's partition count unless one is recorded; return the recorded one."""
+
+
+def _check_partitions(channel: str, recorded: bytes | str, partitions: int) -> None:
+    """Raise ConfigError unless the channel's recorded partition count is ``partitions``."""
+    count = int(recorded)
+    if count != partitions:
+        raise ConfigError(
+            f"redis.partitions is {partitions} here, but the {channel} queue in Redis has {count} "
+            f"partition{'' if count == 1 else 's'}: set redis.partitions: {count} on every host "
+            "(to change it, see README, Deployment, Partitions)"
+        )
+
+
+def check_partitions(client: RedisClient, namespace: str, channels: Sequence[str], partitions: int) -> None:
+    """Raise ConfigError when a channel's recorded partition count is not ``partitions``, recording
+    nothing: for commands to check before they write (a channel never queued passes)."""
+    pipe = client.pipeline(transaction=False)
+    for channel in channels:
+        pipe.get(keys.partition_count(namespace, channel))
+    for channel, recorded in zip(channels, pipe.execute(), strict=True):
+        if recorded is not None:
+            _check_partitions(channel, recorded, partitions)
+
+
 def ensure_group(client: RedisClient, namespace: str, channel: str, partitions: int = 1) -> None:
-    """Create the channel's streams and their consumer group if they do not exist."""
+    """Record (or check) the channel's partition count, then create its streams and their consumer
+    group if they do not exist."""
+    recorded = client.eval(_RECORD_PARTITIONS, 1, keys.partition_count(namespace, channel), partitions)
+    _check_partitions(channel, recorded, partitions)
     for key in keys.streams(namespace, channel, partitions):
         try:
             client.xgroup_create(key, keys.GROUP, id="0", mkstream=True)
@@ -201,7 +238,9 @@ class StreamConsumer:
         self, client: AsyncRedisClient, namespace: str, channel: str, consumer: str, partitions: int = 1
     ) -> None:
         self.client = client
+        self.channel = channel
         self.keys = keys.streams(namespace, channel, partitions)
+        self.count_key = keys.partition_count(namespace, channel)
         self.dead_key = keys.dead_letters(namespace, channel)
         self.consumer = consumer
         self._next = 0  # the partition the next read starts at
@@ -209,6 +248,10 @@ class StreamConsumer:
         """Partitions ``read`` no longer visits (a campaign-filtered run past its horizon there)."""
 
     async def ensure_group(self) -> None:
+        """Record (or check) the channel's partition count, then create the streams and the group."""
+        partitions = len(self.keys)
+        recorded = await self.client.eval(_RECORD_PARTITIONS, 1, self.count_key, partitions)
+        _check_partitions(self.channel, recorded, partitions)
         for key in self.keys:
             try:
                 await self.client.xgroup_create(key, keys.GROUP, id="0", mkstream=True)

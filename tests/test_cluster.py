@@ -72,7 +72,8 @@ def test_every_multi_key_script_stays_in_one_slot_and_partitions_spread() -> Non
         keys.rate_limit(ns, "twilio"),
         keys.rate_limit(ns, "twilio", "+1"),
     ]
-    for group in (script_keys, rate, [keys.stream(ns, "sms"), keys.dead_letters(ns, "sms")]):
+    channel = [keys.stream(ns, "sms"), keys.dead_letters(ns, "sms"), keys.partition_count(ns, "sms")]
+    for group in (script_keys, rate, channel):
         assert len({key_slot(k.encode()) for k in group}) == 1, group
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from leadctl import queue
 from leadctl.commands.app import AppState, app, print_json, state_of
 from leadctl.config import CHANNELS
 from leadctl.connections import open_postgres, open_redis
@@ -33,10 +34,16 @@ def _channels(values: list[str]) -> list[str]:
     return chosen
 
 
-def _check_dependencies(state: AppState) -> None:
-    endpoints = state.endpoints
-    open_redis(endpoints.redis_url, state.settings).close()
-    open_postgres(endpoints.database_url, state.settings).close()
+def _check_dependencies(state: AppState, channels: list[str]) -> None:
+    """Redis and PostgreSQL answer, and the channels' queues have this host's partition count (a
+    config error here, before any worker starts)."""
+    settings, endpoints = state.settings, state.endpoints
+    client = open_redis(endpoints.redis_url, settings)
+    try:
+        queue.check_partitions(client, settings.namespace, channels, settings.redis.partitions)
+    finally:
+        client.close()
+    open_postgres(endpoints.database_url, settings).close()
 
 
 def _campaign_filters(
@@ -91,7 +98,7 @@ def work(
     channels = _channels(channel)
     if campaign and not burst:
         raise UsageError("--campaign needs --burst: filtered workers go through the queue once and exit")
-    _check_dependencies(state)
+    _check_dependencies(state, channels)
     filters = _campaign_filters(state, channels, campaign or [])
     pools = [
         PoolSpec(
@@ -171,7 +178,7 @@ def batch(
         raise UsageError(str(exc)) from None
     campaigns = frozenset(campaign) if campaign else None
     options = BatchOptions(_channels(channel or ["all"]), limit, max_seconds, workers, name, campaigns)
-    _check_dependencies(state)
+    _check_dependencies(state, options.channels)
     client = open_redis(state.endpoints.redis_url, settings)
     while True:
         started = time.monotonic()
