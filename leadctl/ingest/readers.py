@@ -187,24 +187,27 @@ def split_chunk(format: ChunkFormat, chunk: Chunk) -> Iterator[Row | Reject]:
 
 
 class _Lines:
-    """An iterator of lines that counts them and takes lines back."""
+    """An iterable of lines that takes lines back: iterating again (even from inside an iteration)
+    continues where the last one stopped, given-back lines first."""
 
     def __init__(self, lines: Iterable[str]) -> None:
         self._lines = iter(lines)
-        self._back: list[str] = []
-        self.number = 0
+        self._back: list[str] = []  # the next lines, last first
 
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = self._back.pop() if self._back else next(self._lines)
-        self.number += 1
-        return line
+    def __iter__(self) -> Iterator[str]:
+        back = self._back
+        for line in self._lines:
+            if not back:
+                yield line
+                continue
+            back.insert(0, line)  # behind the lines given back, and held by no iteration
+            while back:
+                yield back.pop()
+        while back:
+            yield back.pop()
 
     def give_back(self, lines: list[str]) -> None:
         self._back.extend(reversed(lines))
-        self.number -= len(lines)
 
 
 def _csv_chunks(text: Iterable[str], delimiter: str, name: str, size: int) -> Iterator[Chunk | Reject]:
@@ -213,7 +216,7 @@ def _csv_chunks(text: Iterable[str], delimiter: str, name: str, size: int) -> It
     (between Chunks), and reading resumes on the next line."""
     lines = _Lines(text)
     buffer: list[str] = []
-    start = 1
+    start = 1  # the line number of buffer[0]
     seen_record = False
     try:
         for line in lines:
@@ -224,24 +227,30 @@ def _csv_chunks(text: Iterable[str], delimiter: str, name: str, size: int) -> It
                     fields = next(reader)
                 except csv.Error as exc:
                     lines.give_back(taken)
+                    number = start + len(buffer)
                     if buffer:
                         yield Chunk(start, len(buffer), "".join(buffer))
                         buffer = []
-                    yield Reject(lines.number, *_csv_problem(str(exc)), line.rstrip("\r\n"), name)
-                    start = lines.number + 1
+                    yield Reject(number, *_csv_problem(str(exc)), line.rstrip("\r\n"), name)
+                    start = number + 1
                     seen_record = True
                     continue
                 buffer.append(line)
                 buffer.extend(taken)
                 blank = not any(fields)
+            elif seen_record:
+                buffer.append(line)
+                if len(buffer) < size:
+                    continue
+                blank = False
             else:
                 buffer.append(line)
                 blank = not line.rstrip("\r\n").replace(delimiter, "")
             if (not seen_record and not blank) or len(buffer) >= size:
                 seen_record = True
                 yield Chunk(start, len(buffer), "".join(buffer))
+                start += len(buffer)
                 buffer = []
-                start = lines.number + 1
     except Exception:  # the file stopped being readable: the lines read before come first
         if buffer:
             yield Chunk(start, len(buffer), "".join(buffer))
