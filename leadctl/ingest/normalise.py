@@ -91,27 +91,28 @@ def normalise_phone(value: str, region: str) -> Phone | Invalid:
     return result if result is not None else _parse(value, region)
 
 
-def _code_of(digits: str) -> int | None:
-    """The country code a run of digits starts with (1 to 3 digits), or None."""
+def _code_and_size(digits: str) -> tuple[int, int] | None:
+    """The country code a run of digits starts with and its length (1 to 3 digits), or None."""
     for size in (1, 2, 3):
         code = int(digits[:size])
         if code in _COUNTRY_CODES:
-            return code
+            return code, size
     return None
 
 
-_CODE_BY_PREFIX = {f"{prefix:03d}": _code_of(f"{prefix:03d}") for prefix in range(1000)}
-"""Each 3-digit start of an international number -> its country code (None: no such code)."""
+_CODE_BY_PREFIX = {f"{p:03d}": _code_and_size(f"{p:03d}") for p in range(1000)}
+"""Each 3-digit start of an international number -> its country code and the code's length."""
 
 
 def _international(digits: str) -> tuple[int, str] | None:
     """'5511987654321' (after the +) -> (55, '11987654321'); None when unusual (the parser decides)."""
     if digits[0] == "0":
         return None
-    code = _CODE_BY_PREFIX.get(digits[:3]) if len(digits) >= 3 else _code_of(digits)
-    if code is None:
+    found = _CODE_BY_PREFIX.get(digits[:3]) if len(digits) >= 3 else _code_and_size(digits)
+    if found is None:
         return None
-    national = digits[len(str(code)) :]
+    code, size = found
+    national = digits[size:]
     if national[:1] in ("", "0") or len(national) > 17:
         return None
     return code, national
