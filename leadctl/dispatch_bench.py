@@ -30,9 +30,10 @@ from redis.cluster import RedisCluster
 from leadctl import queue
 from leadctl.config import Settings
 from leadctl.connections import Endpoints, RedisClient, open_postgres, open_redis
+from leadctl.eventloop import run_loop
 from leadctl.leads import Lead
 from leadctl.namespaces import purge_namespace
-from leadctl.pool import PoolSpec, Supervisor, run_loop
+from leadctl.pool import PoolSpec, Supervisor
 from leadctl.providers.base import Message
 from leadctl.providers.registry import create_provider, make_session
 from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SandboxProcess
@@ -63,6 +64,16 @@ class DispatchBenchResult:
     """WAL written to record, claim and finish one lead (the whole server's WAL over the run)."""
     postgres_bytes_per_lead: float = 0.0
     """Size of the leads and deliveries tables with their indexes, per lead."""
+    worker_cpu_us_per_lead: float = 0.0
+    """CPU (user + system) of the worker processes per lead sent."""
+    sandbox_cpu_us_per_lead: float = 0.0
+    """CPU of the sandbox provider per lead, while the workers sent."""
+    postgres_cpu_us_per_lead: float = 0.0
+    """CPU of every PostgreSQL process of the machine per lead, while the workers sent."""
+    raw_client_cpu_us_per_lead: float = 0.0
+    """CPU of the raw senders per message: the HTTP client's own cost."""
+    raw_sandbox_cpu_us_per_lead: float = 0.0
+    """CPU of the sandbox per message of the raw run."""
 
     def as_json(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -146,21 +157,55 @@ def _redis_cpu_s(client: RedisClient) -> float:
     return sum(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]) for info in _info(client, "cpu"))
 
 
-class _RssSampler(threading.Thread):
-    """Peak resident memory of each worker process (children of this one), sampled every 100 ms."""
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def _postgres_processes() -> list[psutil.Process]:
+    """Every PostgreSQL process of this machine (server and backends)."""
+    found = []
+    for process in psutil.process_iter(["name"]):
+        if (process.info["name"] or "").startswith("postgres"):
+            found.append(process)
+    return found
+
+
+class _WorkerSampler(threading.Thread):
+    """Every 100 ms: peak resident memory and CPU of each worker process (children of this one),
+    and the CPU PostgreSQL's processes used since the sampler started (backends come and go with
+    the workers' pools, so each is sampled while it lives)."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.peak: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}
+        self._postgres: dict[int, tuple[float, float]] = {}  # pid -> (first seen, last seen) CPU
         self.done = threading.Event()
+        self._sample_postgres(first=True)
+
+    @property
+    def postgres_cpu_s(self) -> float:
+        return sum(last - first for first, last in self._postgres.values())
+
+    def _sample_postgres(self, first: bool = False) -> None:
+        for process in _postgres_processes():
+            try:
+                cpu = _cpu_s(process)
+            except psutil.Error:
+                continue
+            start = self._postgres.get(process.pid, (0.0 if not first else cpu, 0.0))[0]
+            self._postgres[process.pid] = (start, cpu)
 
     def run(self) -> None:
         me = psutil.Process()
         while not self.done.wait(0.1):
+            self._sample_postgres()
             for child in me.children():
                 try:
                     if "spawn_main" in " ".join(child.cmdline()):
                         self.peak[child.pid] = max(self.peak.get(child.pid, 0), child.memory_info().rss)
+                        self.cpu[child.pid] = _cpu_s(child)
                 except psutil.Error:
                     continue
 
@@ -181,11 +226,13 @@ def _raw_sender(base_url: str, count: int, concurrency: int, results: Any) -> No
         await asyncio.gather(*(one(i) for i in range(count)))
         await session.close()
 
+    began = time.process_time()  # after start-up and imports: the sends' own CPU
     run_loop(main())
-    results.put(count)
+    results.put((count, time.process_time() - began))
 
 
-def _raw_ceiling(base_url: str, count: int, processes: int, concurrency: int) -> float:
+def _raw_ceiling(base_url: str, count: int, processes: int, concurrency: int) -> tuple[float, float]:
+    """Messages per minute, and the senders' CPU seconds."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     share = count // processes
@@ -196,11 +243,11 @@ def _raw_ceiling(base_url: str, count: int, processes: int, concurrency: int) ->
     started = time.perf_counter()
     for proc in procs:
         proc.start()
-    sent = sum(results.get(timeout=600) for _ in procs)
+    answers = [results.get(timeout=600) for _ in procs]
     elapsed = time.perf_counter() - started
     for proc in procs:
         proc.join()
-    return sent / elapsed * 60
+    return sum(sent for sent, _ in answers) / elapsed * 60, sum(cpu for _, cpu in answers)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -222,11 +269,14 @@ def run_dispatch_bench(
             wal_before, cpu_before = _wal_position(conn), _redis_cpu_s(client)
             _queue_leads(conn, client, namespace, leads, bench.redis.partitions)
             commands_before = _commands_processed(client)
-            sampler = _RssSampler()
+            sandbox_process = psutil.Process(sandbox.pid)
+            sandbox_before = _cpu_s(sandbox_process)
+            sampler = _WorkerSampler()
             sampler.start()
             reports = Supervisor(bench, endpoints, [PoolSpec("sms", workers, concurrency)], burst=True).run()
             sampler.done.set()
             sampler.join()
+            sandbox_cpu_s = _cpu_s(sandbox_process) - sandbox_before
             commands = _commands_processed(client) - commands_before
             redis_cpu_s = _redis_cpu_s(client) - cpu_before
             first, last, sent = conn.execute(
@@ -242,7 +292,9 @@ def run_dispatch_bench(
             duplicates = sandbox.stats()["duplicates"]
             masters = _primaries(client)
             sandbox.reset()
-            raw_per_min = _raw_ceiling(sandbox.base_url, leads, workers, concurrency)
+            sandbox_before = _cpu_s(sandbox_process)
+            raw_per_min, raw_client_cpu_s = _raw_ceiling(sandbox.base_url, leads, workers, concurrency)
+            raw_sandbox_cpu_s = _cpu_s(sandbox_process) - sandbox_before
         finally:
             conn.close()
             purge_namespace(client, endpoints.database_url, namespace)
@@ -267,4 +319,9 @@ def run_dispatch_bench(
         redis_cpu_us_per_lead=redis_cpu_s * 1e6 / leads,
         postgres_wal_bytes_per_lead=float(wal[0]) / leads,
         postgres_bytes_per_lead=float(size[0]) / leads,
+        worker_cpu_us_per_lead=sum(sampler.cpu.values()) * 1e6 / leads,
+        sandbox_cpu_us_per_lead=sandbox_cpu_s * 1e6 / leads,
+        postgres_cpu_us_per_lead=sampler.postgres_cpu_s * 1e6 / leads,
+        raw_client_cpu_us_per_lead=raw_client_cpu_s * 1e6 / leads,
+        raw_sandbox_cpu_us_per_lead=raw_sandbox_cpu_s * 1e6 / leads,
     )

@@ -19,19 +19,18 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar
+from typing import Any
 
 from leadctl.campaigns import CampaignFilter
 from leadctl.config import Settings
 from leadctl.connections import Endpoints
 from leadctl.dispatch import WorkerOptions, WorkerReport, run_worker
+from leadctl.eventloop import run_loop
 
 log = logging.getLogger("leadctl.pool")
-T = TypeVar("T")
-
 MAX_RESTARTS = 5
 FATAL_EXIT = 3
 """A worker's exit code when continuing is pointless (credentials refused): the pool stops."""
@@ -72,15 +71,6 @@ class PoolReport:
     @property
     def unsent(self) -> int:
         return sum(self.statuses.get(status, 0) for status in ("failed", "dead", "in_doubt"))
-
-
-def run_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run a worker's event loop: uvloop where installed (Linux, macOS), else asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def default_name() -> str:

@@ -78,6 +78,7 @@ import orjson
 from aiohttp import web
 
 from leadctl.errors import UsageError
+from leadctl.eventloop import run_loop
 from leadctl.providers.sandbox_callbacks import Callbacks
 from leadctl.providers.sandbox_wires import (
     SANDBOX_ACCOUNT_SID,
@@ -375,7 +376,7 @@ async def _serve(host: str, port: int, faults: dict[str, Any]) -> None:
 
 def run_sandbox(host: str = "127.0.0.1", port: int = 0, **faults: Any) -> None:
     """Serve until SIGINT/SIGTERM; the base URL is printed on stderr once listening."""
-    asyncio.run(_serve(host, port, faults))
+    run_loop(_serve(host, port, faults))
 
 
 @dataclass
@@ -463,6 +464,10 @@ class SandboxProcess:
                 self.base_url = found.group(0)
                 self._started.set()
         self._started.set()  # exited: wake the waiter
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     def _call(self, method: str, path: str) -> Any:
         request = urllib.request.Request(self.base_url + path, method=method)
