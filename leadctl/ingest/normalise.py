@@ -150,7 +150,8 @@ def _national(digits: str, region: str) -> tuple[int, str] | None:
 def _without_trunk_prefix(digits: str, prefix: re.Match[str], known: _Region) -> str | None:
     """What phonenumbers keeps of ``digits`` (which start with 0 and the region's national prefix)
     in the common case: the prefix stripped, when that leaves a number of a possible length and
-    the digits were neither an international call nor a number as they were; else None."""
+    the digits were neither an international call nor viable as they are (phonenumbers then keeps
+    them whole); else None."""
     groups = prefix.re.groups
     if groups and prefix.group(groups) is not None:  # a carrier code, rewritten: the parser decides
         return None
