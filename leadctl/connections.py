@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
 import psycopg
 import redis
 import redis.asyncio as aioredis
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -190,6 +192,7 @@ async def open_async_pool(url: str, settings: Settings, max_size: int) -> AsyncC
     """An asyncio pool for a worker process; the schema must already be migrated."""
 
     async def configure(conn: psycopg.AsyncConnection) -> None:
+        set_json_loads(orjson.loads, conn)  # claimed leads' fields, many per batch
         if not settings.database.pgbouncer:
             await conn.execute(f"SET statement_timeout = {int(settings.database.statement_timeout_ms)}")
 

@@ -37,7 +37,8 @@ class Deferrals:
                    finished_at = CASE WHEN v.not_before IS NULL THEN now() END
               FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::text[])
                    AS v(lead_id, not_before, reason, message)
-             WHERE d.lead_id = v.lead_id AND d.status = 'sending' AND d.worker = %s"""
+             WHERE d.lead_id = v.lead_id AND (d.status = 'sending') IS TRUE AND d.worker = %s"""
+        # (IS TRUE: found by primary key, see DeliveryStore's record)
 
     async def release(self, conn: psycopg.AsyncConnection, held: Sequence[Held], worker: str) -> None:
         """Hand ``held`` back in one statement (only leads this worker holds)."""

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 
 from leadctl.store.migrations import quoted_schema
@@ -89,26 +90,29 @@ class DeliveryStore:
                    ) ELSE false END AS suppressed
                    OFFSET 0  -- evaluated once per lead, not once per use
               ) x
-             WHERE l.id = d.lead_id AND d.lead_id = ANY(%(ids)s) AND d.channel = %(channel)s
+             WHERE l.id = d.lead_id AND d.lead_id = ANY(%(ids)s::bigint[]) AND d.channel = %(channel)s
                AND (d.status = 'queued' OR (d.status = 'sending' AND d.worker = %(worker)s))
          RETURNING d.lead_id, l.contact, l.name, l.campaign, l.fields, {suppressed}"""
         self._doubt = f"""
             UPDATE {schema}.deliveries SET status = 'in_doubt', finished_at = now(),
                    error_code = 'claimed_unfinished',
                    error_message = 'a worker claimed this send and stopped before recording its outcome'
-             WHERE lead_id = ANY(%s) AND status = 'sending'
+             WHERE lead_id = ANY(%s::bigint[]) AND (status = 'sending') IS TRUE
          RETURNING lead_id"""
-        self._known = f"SELECT lead_id FROM {schema}.deliveries WHERE lead_id = ANY(%s)"
+        self._known = f"SELECT lead_id FROM {schema}.deliveries WHERE lead_id = ANY(%s::bigint[])"
+        # ``(status = 'sending') IS TRUE`` is the plain test written so that the planner cannot answer
+        # it from the partial index deliveries_sending: that index also holds every claim since the
+        # last vacuum, so scanning it made each batch's cost grow with all the leads sent before;
+        # the primary key finds the batch's rows directly.
         self._record = f"""
             UPDATE {schema}.deliveries d
                SET status = v.status, provider = v.provider, provider_message_id = v.message_id,
                    error_code = v.error_code, error_message = v.error_message,
                    attempts = d.attempts + v.extra_attempts, segments = v.segments, finished_at = now()
-              FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                          %s::integer[], %s::integer[])
-                   AS v(lead_id, status, provider, message_id, error_code, error_message, extra_attempts,
-                        segments)
-             WHERE d.lead_id = v.lead_id AND d.status = 'sending'"""
+              FROM json_to_recordset(%s::json)
+                   AS v(lead_id bigint, status text, provider text, message_id text, error_code text,
+                        error_message text, extra_attempts integer, segments integer)
+             WHERE d.lead_id = v.lead_id AND (d.status = 'sending') IS TRUE"""
         self._suppress = f"""
             INSERT INTO {schema}.suppressions (contact, channel, reason)
             SELECT l.contact, l.channel, v.reason
@@ -126,20 +130,21 @@ class DeliveryStore:
         pass the leads it has in flight.
         """
         ids = list(lead_ids)
-        async with conn.transaction():
-            cur = await conn.execute(self._claim, {"ids": ids, "channel": channel, "worker": worker})
-            rows = await cur.fetchall()
-            claimed = [ClaimedLead(r[0], r[1], r[2], r[3], r[4]) for r in rows if not r[5]]
-            suppressed = [r[0] for r in rows if r[5]]
-            rest = list(set(ids) - {r[0] for r in rows})
-            in_doubt: list[int] = []
-            unknown: list[int] = []
-            if rest:
-                cur = await conn.execute(self._doubt, (rest,))
-                in_doubt = [r[0] for r in await cur.fetchall()]
-                cur = await conn.execute(self._known, (rest,))
-                known = {r[0] for r in await cur.fetchall()}
-                unknown = [lead_id for lead_id in rest if lead_id not in known]
+        # one statement, so one round trip and atomic by itself on an autocommit connection; the
+        # leads it did not take are judged after it (a lost commit is re-claimed, see above)
+        cur = await conn.execute(self._claim, {"ids": _id_array(ids), "channel": channel, "worker": worker})
+        rows = await cur.fetchall()
+        claimed = [ClaimedLead(r[0], r[1], r[2], r[3], r[4]) for r in rows if not r[5]]
+        suppressed = [r[0] for r in rows if r[5]]
+        rest = list(set(ids) - {r[0] for r in rows})
+        in_doubt: list[int] = []
+        unknown: list[int] = []
+        if rest:
+            cur = await conn.execute(self._doubt, (_id_array(rest),))
+            in_doubt = [r[0] for r in await cur.fetchall()]
+            cur = await conn.execute(self._known, (_id_array(rest),))
+            known = {r[0] for r in await cur.fetchall()}
+            unknown = [lead_id for lead_id in rest if lead_id not in known]
         return ClaimResult(claimed, in_doubt, unknown, suppressed)
 
     async def record(self, conn: psycopg.AsyncConnection, outcomes: Sequence[Outcome]) -> None:
@@ -157,19 +162,25 @@ class DeliveryStore:
             await self._record_outcomes(conn, outcomes)
 
     async def _record_outcomes(self, conn: psycopg.AsyncConnection, outcomes: Sequence[Outcome]) -> None:
-        await conn.execute(
-            self._record,
-            (
-                [o.lead_id for o in outcomes],
-                [o.status for o in outcomes],
-                [o.provider for o in outcomes],
-                [o.provider_message_id for o in outcomes],
-                [o.error_code for o in outcomes],
-                [o.error_message for o in outcomes],
-                [o.extra_attempts for o in outcomes],
-                [o.segments for o in outcomes],
-            ),
-        )
+        rows = [
+            {
+                "lead_id": o.lead_id,
+                "status": o.status,
+                "provider": o.provider,
+                "message_id": o.provider_message_id,
+                "error_code": o.error_code,
+                "error_message": o.error_message,
+                "extra_attempts": o.extra_attempts,
+                "segments": o.segments,
+            }
+            for o in outcomes
+        ]
+        await conn.execute(self._record, (orjson.dumps(rows).decode(),))
+
+
+def _id_array(ids: Sequence[int]) -> str:
+    """Lead ids as one PostgreSQL array literal: dumped by ``join`` in C, not element by element."""
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def status_counts(conn: psycopg.Connection, namespace: str) -> dict[str, dict[str, int]]:
