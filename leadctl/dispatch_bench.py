@@ -21,6 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import psutil
@@ -28,6 +29,7 @@ import psycopg
 from redis.cluster import RedisCluster
 
 from leadctl import queue
+from leadctl.backends import client_backends
 from leadctl.config import Settings
 from leadctl.connections import Endpoints, RedisClient, open_postgres, open_redis
 from leadctl.eventloop import run_loop
@@ -162,52 +164,46 @@ def _cpu_s(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def _postgres_processes() -> list[psutil.Process]:
-    """Every PostgreSQL process of this machine (server and backends)."""
-    found = []
-    for process in psutil.process_iter(["name"]):
-        if (process.info["name"] or "").startswith("postgres"):
-            found.append(process)
-    return found
-
-
 class _WorkerSampler(threading.Thread):
-    """Every 100 ms: peak resident memory and CPU of each worker process (children of this one),
-    and the CPU PostgreSQL's processes used since the sampler started (backends come and go with
-    the workers' pools, so each is sampled while it lives)."""
+    """Every 100 ms: peak resident memory and CPU of each worker process (children of this one) and
+    of the PostgreSQL backends serving them (found through their sockets, sampled while they live)."""
 
-    def __init__(self) -> None:
+    def __init__(self, database_url: str) -> None:
         super().__init__(daemon=True)
+        self.database_url = database_url
         self.peak: dict[int, int] = {}
         self.cpu: dict[int, float] = {}
-        self._postgres: dict[int, tuple[float, float]] = {}  # pid -> (first seen, last seen) CPU
+        self.backend_cpu: dict[int, float] = {}
         self.done = threading.Event()
-        self._sample_postgres(first=True)
-
-    @property
-    def postgres_cpu_s(self) -> float:
-        return sum(last - first for first, last in self._postgres.values())
-
-    def _sample_postgres(self, first: bool = False) -> None:
-        for process in _postgres_processes():
-            try:
-                cpu = _cpu_s(process)
-            except psutil.Error:
-                continue
-            start = self._postgres.get(process.pid, (0.0 if not first else cpu, 0.0))[0]
-            self._postgres[process.pid] = (start, cpu)
 
     def run(self) -> None:
         me = psutil.Process()
-        while not self.done.wait(0.1):
-            self._sample_postgres()
-            for child in me.children():
-                try:
-                    if "spawn_main" in " ".join(child.cmdline()):
+        port = urlsplit(self.database_url).port or 5432
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            tick = 0
+            while not self.done.wait(0.1):
+                tick += 1
+                workers = [c for c in me.children() if _is_worker(c)]
+                for child in workers:
+                    try:
                         self.peak[child.pid] = max(self.peak.get(child.pid, 0), child.memory_info().rss)
                         self.cpu[child.pid] = _cpu_s(child)
-                except psutil.Error:
-                    continue
+                    except psutil.Error:
+                        continue
+                # looking through sockets costs CPU the benchmark would miss: once a second
+                found = client_backends(conn, workers, port) if tick % 10 == 1 else set()
+                for pid in {*found, *self.backend_cpu}:
+                    try:
+                        self.backend_cpu[pid] = _cpu_s(psutil.Process(pid))
+                    except psutil.Error:
+                        continue
+
+
+def _is_worker(process: psutil.Process) -> bool:
+    try:
+        return "spawn_main" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def _raw_sender(base_url: str, count: int, concurrency: int, results: Any) -> None:
@@ -271,7 +267,7 @@ def run_dispatch_bench(
             commands_before = _commands_processed(client)
             sandbox_process = psutil.Process(sandbox.pid)
             sandbox_before = _cpu_s(sandbox_process)
-            sampler = _WorkerSampler()
+            sampler = _WorkerSampler(endpoints.database_url)
             sampler.start()
             reports = Supervisor(bench, endpoints, [PoolSpec("sms", workers, concurrency)], burst=True).run()
             sampler.done.set()
@@ -321,7 +317,7 @@ def run_dispatch_bench(
         postgres_bytes_per_lead=float(size[0]) / leads,
         worker_cpu_us_per_lead=sum(sampler.cpu.values()) * 1e6 / leads,
         sandbox_cpu_us_per_lead=sandbox_cpu_s * 1e6 / leads,
-        postgres_cpu_us_per_lead=sampler.postgres_cpu_s * 1e6 / leads,
+        postgres_cpu_us_per_lead=sum(sampler.backend_cpu.values()) * 1e6 / leads,
         raw_client_cpu_us_per_lead=raw_client_cpu_s * 1e6 / leads,
         raw_sandbox_cpu_us_per_lead=raw_sandbox_cpu_s * 1e6 / leads,
     )

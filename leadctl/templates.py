@@ -39,35 +39,23 @@ class Rendered:
 class _Compiled:
     """One campaign's (or the channel's) compiled templates and where they were configured."""
 
-    body: _Template
+    body: Template
     body_key: str
-    subject: _Template | None = None
+    subject: Template | None = None
     subject_key: str = ""
-    html: _Template | None = None
+    html: Template | None = None
     html_key: str = ""
 
 
-class _Template:
-    """A compiled template whose globals are merged once, not for every lead: ``Template.render``
-    copies them out of a ChainMap on each call, a good part of a short message's rendering."""
-
-    __slots__ = ("_globals", "_template")
-
-    def __init__(self, template: Template) -> None:
-        self._template = template
-        self._globals = dict(template.globals)
-
-    def render(self, variables: Mapping[str, Any]) -> str:
-        template = self._template
-        context = template.new_context({**self._globals, **variables}, shared=True)
-        return template.environment.concat(template.root_render_func(context))  # type: ignore[attr-defined]
-
-
-def _compile(source: str, key: str) -> _Template:
+def _compile(source: str, key: str) -> Template:
     try:
-        return _Template(_ENV.from_string(source))
+        template = _ENV.from_string(source)
     except TemplateError as exc:
         raise ConfigError(f"template {key} is invalid: {exc}") from None
+    # a template's globals are a ChainMap over the environment's, copied key by key on every render
+    # (a good part of rendering a short message): one plain dict of the same globals instead
+    template.globals = dict(template.globals)
+    return template
 
 
 def _pick(
@@ -76,7 +64,7 @@ def _pick(
     return (override, campaign_key) if override is not None else (default, channel_key)
 
 
-def _render(template: _Template, key: str, variables: Mapping[str, Any]) -> str:
+def _render(template: Template, key: str, variables: Mapping[str, Any]) -> str:
     try:
         return template.render(variables)
     except UndefinedError as exc:

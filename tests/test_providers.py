@@ -287,3 +287,12 @@ def test_latency_median_and_p99() -> None:
 def test_sandbox_rejects_a_p99_below_the_median() -> None:
     with pytest.raises(UsageError, match="latency_p99_ms"):
         SandboxServer(latency_ms=50, latency_p99_ms=10)
+
+
+def test_twilio_form_values_encode_exactly_as_quote_plus() -> None:
+    from urllib.parse import quote_plus
+
+    from leadctl.providers.twilio import _form_value
+
+    for value in ("+5511987654321", "whatsapp:+5511987654321", "+12 34", "+", "+٣٣٣", "Oi Ana & cia!", ""):
+        assert _form_value(value) == quote_plus(value)

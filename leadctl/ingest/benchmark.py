@@ -30,6 +30,7 @@ import psutil
 import psycopg
 import redis
 
+from leadctl.backends import client_backends
 from leadctl.namespaces import purge_namespace
 
 _AREAS = ("11", "21", "31", "41", "51", "61", "71", "81", "85", "91", "19", "27", "47", "62", "98")
@@ -154,20 +155,9 @@ class _Sampler(threading.Thread):
                         del self.backends[pid]
 
     def _find_backends(self, conn: psycopg.Connection, tree: list[psutil.Process], port: int) -> None:
-        ports = []
-        for process in tree:
-            try:
-                sockets = process.net_connections(kind="tcp")
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            ports += [s.laddr.port for s in sockets if s.raddr and s.raddr.port == port]
-        if ports:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)", (ports,)
-            ).fetchall()
-            for (pid,) in rows:
-                if pid not in self.backends:
-                    self.backends[pid] = psutil.Process(pid)
+        for pid in client_backends(conn, tree, port):
+            if pid not in self.backends:
+                self.backends[pid] = psutil.Process(pid)
 
     def cpu_of(self, backends: bool) -> float:
         return sum(cpu for pid, cpu in self.cpu.items() if (pid < 0) == backends)
