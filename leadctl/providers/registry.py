@@ -2,41 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 
 import aiohttp
 
 from leadctl.config import ProviderSettings
 from leadctl.errors import ConfigError
 from leadctl.providers.base import Provider
-from leadctl.providers.log import LogProvider
-from leadctl.providers.sendgrid import SendGridProvider
-from leadctl.providers.smtp import SmtpProvider
-from leadctl.providers.twilio import TwilioProvider
-from leadctl.providers.webhook import WebhookProvider
-from leadctl.providers.whatsapp_cloud import WhatsAppCloudProvider
-from leadctl.providers.zenvia import ZenviaProvider
 
-_Adapter = Callable[[str, ProviderSettings, aiohttp.ClientSession], Provider]
-ADAPTERS: dict[str, _Adapter] = {
-    "log": LogProvider,
-    "sendgrid": SendGridProvider,
-    "smtp": SmtpProvider,
-    "twilio": TwilioProvider,
-    "webhook": WebhookProvider,
-    "whatsapp_cloud": WhatsAppCloudProvider,
-    "zenvia": ZenviaProvider,
+ADAPTERS: dict[str, str] = {
+    "log": "leadctl.providers.log:LogProvider",
+    "sendgrid": "leadctl.providers.sendgrid:SendGridProvider",
+    "smtp": "leadctl.providers.smtp:SmtpProvider",
+    "twilio": "leadctl.providers.twilio:TwilioProvider",
+    "webhook": "leadctl.providers.webhook:WebhookProvider",
+    "whatsapp_cloud": "leadctl.providers.whatsapp_cloud:WhatsAppCloudProvider",
+    "zenvia": "leadctl.providers.zenvia:ZenviaProvider",
 }
+"""Adapter classes by type, imported when first used: a worker loads its own provider's code
+(and its libraries: aiosmtplib, email) and not the others', which keeps every process smaller."""
 
 
 def create_provider(name: str, settings: ProviderSettings, session: aiohttp.ClientSession) -> Provider:
     """The adapter named by ``settings.type`` (or by the provider's own name when no type is set)."""
     kind = settings.type or name
-    adapter = ADAPTERS.get(kind)
-    if adapter is None:
+    where = ADAPTERS.get(kind)
+    if where is None:
         known = ", ".join(sorted(ADAPTERS))
         raise ConfigError(f"provider {name!r}: unknown type {kind!r} (known: {known})")
-    return adapter(name, settings, session)
+    module, _, adapter = where.partition(":")
+    return getattr(importlib.import_module(module), adapter)(name, settings, session)
 
 
 def make_session(limit: int) -> aiohttp.ClientSession:
