@@ -251,7 +251,9 @@ class Worker:
         except asyncio.CancelledError:  # stopped before its turn came: certainly not sent
             outcome = Outcome(lead.lead_id, "queued", extra_attempts=-1)
         self._in_flight.pop(entry.entry_id, None)
-        self._done.append((entry, replace(outcome, campaign=lead.campaign)))
+        if outcome.campaign is None:  # the outcomes of sends that went wrong
+            outcome = replace(outcome, campaign=lead.campaign)
+        self._done.append((entry, outcome))
         if len(self._done) >= self.settings.worker.batch_size:
             self._flush_wanted.set()
 
@@ -329,6 +331,7 @@ class Worker:
             call.provider,
             result.message_id,
             extra_attempts=attempts - 1,
+            campaign=lead.campaign,
             segments=self._segments(message, result.segments),
         )
 
