@@ -174,13 +174,21 @@ def split_chunk(format: ChunkFormat, chunk: Chunk) -> Iterator[Row | Reject]:
     if '"' not in chunk.text and len(chunk.text) <= FIELD_LIMIT:
         # One record per line, and no quotes: splitting on the delimiter is what the csv module does.
         delimiter = format.delimiter
-        for line, text in enumerate(_lines(chunk.text), chunk.first):
-            fields = text.rstrip("\r\n").split(delimiter)
+        if "\r" in chunk.text:
+            lines: Iterable[str] = (text.rstrip("\r\n") for text in _lines(chunk.text))
+        else:  # the same physical lines, split at once
+            lines = chunk.text.split("\n")
+            if lines[-1] == "":
+                lines.pop()
+        line = chunk.first
+        for text in lines:
+            fields = text.split(delimiter)
             if len(fields) == width:
                 if any(fields):
                     yield line, header, fields
             elif any(fields):
                 yield _ragged(line, fields, width, format.name)
+            line += 1
         return
     records = _physical_records(_lines(chunk.text), format.delimiter, format.name, chunk.first - 1)
     yield from _checked_width(records, header, format.name)
