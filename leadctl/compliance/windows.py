@@ -26,9 +26,6 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-from phonenumbers.timezone import time_zones_for_number
-
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^\s*([01]?\d|2[0-4]):([0-5]\d)\s*-\s*([01]?\d|2[0-4]):([0-5]\d)\s*$")
 _UNKNOWN_ZONE = "Etc/Unknown"
@@ -134,6 +131,9 @@ def zones_for(contact: str, fields: Mapping[str, Any], field: str, default: Zone
         if found is not None:
             return (found,)
     if contact.startswith("+"):
+        import phonenumbers  # here: a worker without quiet hours never loads its data
+        from phonenumbers.timezone import time_zones_for_number
+
         try:
             number = phonenumbers.parse(contact, None)
         except phonenumbers.NumberParseException:
