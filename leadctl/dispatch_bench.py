@@ -41,6 +41,10 @@ from leadctl.providers.registry import create_provider, make_session
 from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SandboxProcess
 from leadctl.store.leads import LeadWriter
 
+DEFAULT_CONCURRENCY = 200
+"""Sends in flight per worker: with a provider that answers at once, 100 left both cores partly idle
+(each worker waits on its claim and record round trips) and 300 made workers heavier for no gain."""
+
 
 @dataclass(slots=True)
 class DispatchBenchResult:
@@ -253,7 +257,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run_dispatch_bench(
-    settings: Settings, endpoints: Endpoints, leads: int = 200_000, workers: int = 2, concurrency: int = 100
+    settings: Settings,
+    endpoints: Endpoints,
+    leads: int = 200_000,
+    workers: int = 2,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> DispatchBenchResult:
     """Measure the pipeline and the raw ceiling in one run; clean up the benchmark's namespace."""
     namespace = f"bench_{uuid.uuid4().hex[:8]}"

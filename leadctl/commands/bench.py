@@ -101,7 +101,10 @@ def dispatch(
     ctx: typer.Context,
     leads: Annotated[int, typer.Option(min=100, help="Leads generated and sent.")] = 200_000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
-    concurrency: Annotated[int, typer.Option(min=1, help="Sends in flight per worker.")] = 100,
+    concurrency: Annotated[
+        int,
+        typer.Option(min=1, help="Sends in flight per worker (fewer leave the cores idle between calls)."),
+    ] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
 ) -> None:
     """Send generated leads with `work --burst` to a sandbox that answers at once, then post as many

@@ -29,6 +29,10 @@ from leadctl.providers.base import Message, ProviderError, SendResult, lead_fiel
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
 
+_OPTED_OUT = "21610"
+_RATE_LIMITED = "20429"
+_FORM = "application/x-www-form-urlencoded"
+
 
 def _form_value(value: str) -> str:
     """``quote_plus(value)``, with an E.164 number (the ``To`` of nearly every request) encoded
@@ -36,9 +40,6 @@ def _form_value(value: str) -> str:
     if value[:1] == "+" and value[1:].isdigit() and value.isascii():
         return "%2B" + value[1:]
     return quote_plus(value)
-_OPTED_OUT = "21610"
-_RATE_LIMITED = "20429"
-_FORM = "application/x-www-form-urlencoded"
 
 
 class TwilioProvider:
