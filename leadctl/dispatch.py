@@ -153,6 +153,12 @@ class Worker:
         self._reading_finished = False
         self._outage = _Outage(options.consumer)
         self._held: dict[int, bytes] = {}  # lead id -> entry id, from claim until acknowledged
+        # leads are read and claimed ahead of the sends, up to twice the concurrency, in batches of
+        # at least half the concurrency (each batch is a read, a claim and an acknowledgement; many
+        # small ones cost more): the sends never wait while a batch is under way
+        self._refill_below = options.concurrency * 2 - max(
+            1, min(options.concurrency // 2, settings.worker.batch_size)
+        )
         self._sifter = (
             CampaignSifter(self.stream, pool, settings.namespace, options.campaigns)
             if options.campaigns is not None
@@ -186,7 +192,7 @@ class Worker:
         while not self.stop.is_set():
             if self.options.max_leads is not None and self.report.entries >= self.options.max_leads:
                 break
-            if len(self._in_flight) >= self.options.concurrency * 2:
+            if len(self._in_flight) > self._refill_below:
                 await asyncio.sleep(0.005)
                 continue
             try:
