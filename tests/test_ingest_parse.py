@@ -612,13 +612,9 @@ def _reference_phone(value: str, region: str) -> tuple[str, int] | None:
     return phonenumbers.format_number(number, 0), kind
 
 
-def test_phone_fast_path_agrees_with_the_library():
-    rng = random.Random(7)
-    values = ["+5511987654321", "011 98765-4321", "0055 11 98765 4321", "90 11 98765 4321", "+390612345678"]
-    for _ in range(3000):
-        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(6, 14)))
-        values += [digits, "+" + digits, "+55" + digits, "+1" + digits, "+44" + digits]
-    for region in ("BR", "US", "PT"):
+def _assert_fast_path_agrees(values: list[str], regions: tuple[str, ...]) -> None:
+    """leadctl's phone normalisation gives phonenumbers' answer for every value in every region."""
+    for region in regions:
         for value in values:
             got = normalise.normalise_phone(value, region)
             want = _reference_phone(value, region)
@@ -628,6 +624,15 @@ def test_phone_fast_path_agrees_with_the_library():
                 assert isinstance(got, normalise.Phone), (value, region, got)
                 landline = want[1] == phonenumbers.PhoneNumberType.FIXED_LINE
                 assert (got.e164, got.landline) == (want[0], landline), (value, region)
+
+
+def test_phone_fast_path_agrees_with_the_library():
+    rng = random.Random(7)
+    values = ["+5511987654321", "011 98765-4321", "0055 11 98765 4321", "90 11 98765 4321", "+390612345678"]
+    for _ in range(3000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(6, 14)))
+        values += [digits, "+" + digits, "+55" + digits, "+1" + digits, "+44" + digits]
+    _assert_fast_path_agrees(values, ("BR", "US", "PT"))
 
 
 def test_phone_fast_path_agrees_with_the_library_on_brazilian_shapes():
@@ -650,16 +655,7 @@ def test_phone_fast_path_agrees_with_the_library_on_brazilian_shapes():
             f"0 0{area}{local}",
             f"55{area}{local}",
         ]
-    for region in ("BR", "PT", "AR"):
-        for value in values:
-            got = normalise.normalise_phone(value, region)
-            want = _reference_phone(value, region)
-            if want is None:
-                assert isinstance(got, normalise.Invalid), (value, region, got)
-            else:
-                assert isinstance(got, normalise.Phone), (value, region, got)
-                landline = want[1] == phonenumbers.PhoneNumberType.FIXED_LINE
-                assert (got.e164, got.landline) == (want[0], landline), (value, region)
+    _assert_fast_path_agrees(values, ("BR", "PT", "AR"))
 
 
 def test_email_fast_path_agrees_with_email_validator():
