@@ -11,14 +11,29 @@ import sys
 import psycopg
 import redis
 
-from leadctl.commands import bench, compliance, ingest, local, plan, prune, recovery, stats, suppress, work  # noqa: F401 - each registers its commands
-from leadctl.commands.app import app, err
 from leadctl.connections import postgres_unreachable, redis_unreachable
 from leadctl.errors import DependencyError, LeadctlError
 
 
 def main() -> None:
     """Run the CLI, turning every known failure into one line on stderr and its exit code."""
+    # imported here, not with this module: worker processes are spawned, and a spawned child runs
+    # its parent's main script again, which imports this module; typer, rich and every command
+    # would cost each worker several MB
+    from leadctl.commands import (  # noqa: F401 - each registers its commands
+        bench,
+        compliance,
+        ingest,
+        local,
+        plan,
+        prune,
+        recovery,
+        stats,
+        suppress,
+        work,
+    )
+    from leadctl.commands.app import app
+
     verbose = any(arg in ("-v", "-vv", "--verbose") for arg in sys.argv[1:])
     try:
         app()
@@ -29,13 +44,15 @@ def main() -> None:
     except psycopg.OperationalError as exc:
         _fail(postgres_unreachable("(configured PostgreSQL)", exc), 3, verbose)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
         _fail(exc, 1, verbose, prefix="internal error: ")
 
 
 def _fail(exc: BaseException, code: int, verbose: bool, prefix: str = "") -> None:
+    from leadctl.commands.app import err
+
     if verbose:
         err.print_exception()
     message = str(exc) if isinstance(exc, LeadctlError | DependencyError) else f"{type(exc).__name__}: {exc}"
