@@ -157,7 +157,7 @@ class Worker:
         # at least half the concurrency (each batch is a read, a claim and an acknowledgement; many
         # small ones cost more): the sends never wait while a batch is under way
         self._refill_below = options.concurrency * 2 - max(
-            1, min(options.concurrency // 2, settings.worker.batch_size)
+            1, min(options.concurrency, settings.worker.batch_size)
         )
         self._sifter = (
             CampaignSifter(self.stream, pool, settings.namespace, options.campaigns)
