@@ -32,7 +32,7 @@ from leadctl import queue
 from leadctl.backends import client_backends
 from leadctl.config import Settings
 from leadctl.connections import Endpoints, RedisClient, open_postgres, open_redis
-from leadctl.eventloop import run_loop
+from leadctl.eventloop import run_loop, settle_collector
 from leadctl.leads import Lead
 from leadctl.namespaces import purge_namespace
 from leadctl.pool import PoolSpec, Supervisor
@@ -226,6 +226,7 @@ def _raw_sender(base_url: str, count: int, concurrency: int, results: Any) -> No
         await asyncio.gather(*(sender() for _ in range(concurrency)))
         await session.close()
 
+    settle_collector()  # as a worker does
     began = time.process_time()  # after start-up and imports: the sends' own CPU
     run_loop(main())
     results.put((count, time.process_time() - began))

@@ -28,7 +28,7 @@ from leadctl.campaigns import CampaignFilter
 from leadctl.config import Settings
 from leadctl.connections import Endpoints
 from leadctl.dispatch import WorkerOptions, WorkerReport, run_worker
-from leadctl.eventloop import run_loop
+from leadctl.eventloop import run_loop, settle_collector
 
 log = logging.getLogger("leadctl.pool")
 MAX_RESTARTS = 5
@@ -84,6 +84,7 @@ def _worker_main(
     logging.basicConfig(level=logging.WARNING, format=f"leadctl worker[{os.getpid()}]: %(message)s")
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)  # the worker reports outages itself
     settings = Settings.model_validate(settings_data)
+    settle_collector()
 
     async def main() -> WorkerReport:
         stop = asyncio.Event()

@@ -78,7 +78,7 @@ import orjson
 from aiohttp import web
 
 from leadctl.errors import UsageError
-from leadctl.eventloop import run_loop
+from leadctl.eventloop import run_loop, settle_collector
 from leadctl.providers.sandbox_callbacks import Callbacks
 from leadctl.providers.sandbox_wires import (
     SANDBOX_ACCOUNT_SID,
@@ -356,6 +356,7 @@ class SandboxServer:
 
 
 async def _serve(host: str, port: int, faults: dict[str, Any]) -> None:
+    settle_collector()  # a lean instrument: its collector must not be what a benchmark measures
     server = SandboxServer(**faults)
     url = await server.start(host, port)
     print(
