@@ -38,7 +38,6 @@ from leadctl.namespaces import purge_namespace
 from leadctl.pool import PoolSpec, Supervisor
 from leadctl.providers.base import Message
 from leadctl.providers.registry import create_provider, make_session
-from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SandboxProcess
 from leadctl.store.leads import LeadWriter
 
 DEFAULT_CONCURRENCY = 200
@@ -112,6 +111,10 @@ def load_result(data_dir: Path) -> DispatchBenchResult | None:
 
 
 def _bench_settings(settings: Settings, sandbox_url: str, namespace: str, concurrency: int) -> Settings:
+    # the sandbox's modules (aiohttp.web, its callbacks) are imported where they are used: a script
+    # importing this module is its workers' main module too, and they would all carry them
+    from leadctl.providers.sandbox import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
+
     data = settings.model_dump(by_alias=True)
     data["namespace"] = namespace
     data["providers"]["bench"] = {
@@ -265,6 +268,8 @@ def run_dispatch_bench(
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> DispatchBenchResult:
     """Measure the pipeline and the raw ceiling in one run; clean up the benchmark's namespace."""
+    from leadctl.providers.sandbox import SandboxProcess
+
     namespace = f"bench_{uuid.uuid4().hex[:8]}"
     with SandboxProcess() as sandbox:
         bench = _bench_settings(settings, sandbox.base_url, namespace, concurrency)
