@@ -154,8 +154,8 @@ class Worker:
         self._outage = _Outage(options.consumer)
         self._held: dict[int, bytes] = {}  # lead id -> entry id, from claim until acknowledged
         # leads are read and claimed ahead of the sends, up to twice the concurrency, in batches of
-        # at least half the concurrency (each batch is a read, a claim and an acknowledgement; many
-        # small ones cost more): the sends never wait while a batch is under way
+        # the concurrency (each batch is a read, a claim and an acknowledgement; many small ones cost
+        # more): at least ``concurrency`` stay in hand, so the sends never wait for a batch
         self._refill_below = options.concurrency * 2 - max(
             1, min(options.concurrency, settings.worker.batch_size)
         )
