@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from leadctl import queue
 from leadctl.connections import RedisClient
 from leadctl.queue import Entry, StreamConsumer, StreamId
+from leadctl.store.deliveries import id_array
 from leadctl.store.migrations import quoted_schema
 
 
@@ -53,7 +54,7 @@ class CampaignSifter:
         self.only = only
         self._others = (
             f"SELECT lead_id FROM {quoted_schema(namespace)}.deliveries "
-            "WHERE lead_id = ANY(%s) AND campaign <> ALL(%s)"
+            "WHERE lead_id = ANY(%s::bigint[]) AND campaign <> ALL(%s)"
         )
 
     async def sift(self, entries: Sequence[Entry]) -> list[Entry]:
@@ -75,5 +76,5 @@ class CampaignSifter:
         if not lead_ids:
             return set()
         async with self.pool.connection() as conn:
-            cur = await conn.execute(self._others, (lead_ids, list(self.only.campaigns)))
+            cur = await conn.execute(self._others, (id_array(lead_ids), list(self.only.campaigns)))
             return {row[0] for row in await cur.fetchall()}

@@ -132,7 +132,7 @@ class DeliveryStore:
         ids = list(lead_ids)
         # one statement, so one round trip and atomic by itself on an autocommit connection; the
         # leads it did not take are judged after it (a lost commit is re-claimed, see above)
-        cur = await conn.execute(self._claim, {"ids": _id_array(ids), "channel": channel, "worker": worker})
+        cur = await conn.execute(self._claim, {"ids": id_array(ids), "channel": channel, "worker": worker})
         rows = await cur.fetchall()
         claimed = [ClaimedLead(r[0], r[1], r[2], r[3], r[4]) for r in rows if not r[5]]
         suppressed = [r[0] for r in rows if r[5]]
@@ -140,9 +140,9 @@ class DeliveryStore:
         in_doubt: list[int] = []
         unknown: list[int] = []
         if rest:
-            cur = await conn.execute(self._doubt, (_id_array(rest),))
+            cur = await conn.execute(self._doubt, (id_array(rest),))
             in_doubt = [r[0] for r in await cur.fetchall()]
-            cur = await conn.execute(self._known, (_id_array(rest),))
+            cur = await conn.execute(self._known, (id_array(rest),))
             known = {r[0] for r in await cur.fetchall()}
             unknown = [lead_id for lead_id in rest if lead_id not in known]
         return ClaimResult(claimed, in_doubt, unknown, suppressed)
@@ -178,7 +178,7 @@ class DeliveryStore:
         await conn.execute(self._record, (orjson.dumps(rows).decode(),))
 
 
-def _id_array(ids: Sequence[int]) -> str:
+def id_array(ids: Sequence[int]) -> str:
     """Lead ids as one PostgreSQL array literal: dumped by ``join`` in C, not element by element."""
     return "{" + ",".join(map(str, ids)) + "}"
 
