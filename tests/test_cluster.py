@@ -5,6 +5,7 @@ nothing sent twice."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -156,7 +157,12 @@ def test_a_master_killed_mid_run_fails_over_and_nothing_is_lost_or_sent_twice(
             redis_cluster.kill(victim)
             redis_cluster.wait_healthy()  # its replica took over
             assert victim not in redis_cluster.master_ports()
-            _, stderr = run.communicate(timeout=180)
+            try:
+                _, stderr = run.communicate(timeout=180)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                _, stderr = run.communicate()
+                pytest.fail(f"the workers had not finished 180 s after the failover:\n{stderr[-4000:]}")
         finally:
             if run.poll() is None:
                 run.kill()
