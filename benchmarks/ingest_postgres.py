@@ -25,11 +25,12 @@ import psycopg
 
 from leadctl.config import load_settings
 from leadctl.connections import resolve_endpoints
+from leadctl.errors import LeadctlError
 from leadctl.ingest.batches import parse_batch
 from leadctl.ingest.parse import ParseOptions, open_leads
 from leadctl.ingest.pipeline import _batches
 from leadctl.store.leads import LeadWriter
-from leadctl.store.migrations import migrate, quoted_schema
+from leadctl.store.migrations import drop_namespace, migrate, quoted_schema
 
 BATCH_ROWS = 5000
 
@@ -63,13 +64,18 @@ def copy_batches(path: str) -> list[str]:
         lead_file.close()
 
 
+def leads_in(batches: list[str]) -> int:
+    """Leads in COPY text batches (a line each)."""
+    return sum(batch.count("\n") for batch in batches)
+
+
 def backend_cpu_per_lead(url: str, variant: str, batches: list[str]) -> float:
     """Microseconds of backend CPU per lead to record ``batches`` with ``variant``, in a new schema."""
     namespace = "bench_pg_" + re.sub(r"\W", "_", variant)
     schema = quoted_schema(namespace)
     rewrite, ddl = VARIANTS[variant]
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        drop_namespace(admin, namespace)
         migrate(admin, namespace)
         if ddl:
             admin.execute(ddl.format(schema=schema))
@@ -84,9 +90,8 @@ def backend_cpu_per_lead(url: str, variant: str, batches: list[str]) -> float:
             cpu = sum(backend.cpu_times()[:2]) - before
     finally:
         with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    leads = sum(batch.count("\n") for batch in batches)
-    return cpu / leads * 1e6
+            drop_namespace(admin, namespace)
+    return cpu / leads_in(batches) * 1e6
 
 
 def main() -> None:
@@ -97,13 +102,16 @@ def main() -> None:
     settings = load_settings()
     url = resolve_endpoints(settings, print).database_url
     started = time.perf_counter()
-    batches = copy_batches(args.file)
+    try:
+        batches = copy_batches(args.file)
+    except LeadctlError as exc:
+        raise SystemExit(f"ingest_postgres: {exc}") from None
     best = {variant: float("inf") for variant in VARIANTS}
     for _ in range(args.repeat):
         for variant in VARIANTS:
             best[variant] = min(best[variant], backend_cpu_per_lead(url, variant, batches))
-    leads = sum(batch.count("\n") for batch in batches)
-    print(f"{leads:,} leads, best of {args.repeat} rounds ({time.perf_counter() - started:.0f} s):")
+    seconds = time.perf_counter() - started
+    print(f"{leads_in(batches):,} leads, best of {args.repeat} rounds ({seconds:.0f} s):")
     for variant, micros in best.items():
         print(f"  {variant:<16} {micros:6.1f} us of PostgreSQL CPU per lead")
 
