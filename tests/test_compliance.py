@@ -428,3 +428,19 @@ def test_forget_leaves_no_trace_and_keeps_the_person_out(
     assert (afterwards["leads"], afterwards["erased"]) == ([], True)
     remaining = pg.execute(f'SELECT contact FROM "{namespace}".leads ORDER BY 1').fetchall()
     assert remaining == [("+5511999990002",), ("outra@example.com",)]
+
+
+def test_forget_matches_an_email_whatever_the_case_of_its_accented_local_part(
+    leadctl_env: dict[str, str], tmp_path: Path, pg: psycopg.Connection, namespace: str
+) -> None:
+    """Contacts compare byte by byte (COLLATE "C"), yet the erasure lookup lower-cases them with the
+    database's locale, as Python does: 'JOÃO' is 'joão', not 'joÃo'."""
+    leads = _csv(tmp_path / "leads.csv", [("João", "", "JOÃO@Exemplo.com.br", "email")])
+    _ok(run_leadctl(["ingest", str(leads), "--json"], leadctl_env))
+    _ok(run_leadctl(["suppress", "add", "JOÃO@exemplo.com.br", "--json"], leadctl_env))
+
+    forgotten = _ok(run_leadctl(["forget", "joão@exemplo.com.br", "--json"], leadctl_env))
+
+    assert (forgotten["leads"], forgotten["suppressions"]) == (1, 1)
+    assert pg.execute(f'SELECT count(*) FROM "{namespace}".leads').fetchone() == (0,)
+    assert pg.execute(f'SELECT count(*) FROM "{namespace}".suppressions').fetchone() == (0,)

@@ -29,6 +29,34 @@ def test_migrations_apply_once(settings: Settings, pg: psycopg.Connection) -> No
     conn.close()
 
 
+def test_contacts_migrate_to_byte_order_and_still_de_duplicate(settings: Settings) -> None:
+    conn = open_postgres(settings.database.url or "", settings)
+    schema = f'"{settings.namespace}"'
+    contacts = ["+5511987650001", "+5511987650002"]
+    writer = LeadWriter(settings.namespace)
+    assert len(writer.record(conn, [lead(c, line=i + 2) for i, c in enumerate(contacts)], "f")) == 2
+    # the schema as it was before migration 6
+    conn.execute(f'ALTER TABLE {schema}.leads ALTER contact TYPE text COLLATE "default"')
+    conn.execute(f'ALTER TABLE {schema}.suppressions ALTER contact TYPE text COLLATE "default"')
+    conn.execute(f"DELETE FROM {schema}.schema_migrations WHERE version = 6")
+    conn.execute(f"INSERT INTO {schema}.suppressions (contact, channel) VALUES ('+5511987650003', 'sms')")
+    conn.commit()
+
+    assert migrate(conn, settings.namespace) == 1
+    collations = conn.execute(
+        "SELECT attrelid::regclass::text, attname, collname FROM pg_attribute JOIN pg_collation c"
+        " ON c.oid = attcollation WHERE attrelid IN (%s::regclass, %s::regclass)"
+        " AND attname IN ('channel', 'contact') ORDER BY 1, 2",
+        (f"{schema}.leads", f"{schema}.suppressions"),
+    ).fetchall()
+    assert [collation for *_, collation in collations] == ["C"] * 4
+    again = [*contacts, "+5511987650003"]
+    recorded = writer.record(conn, [lead(c, line=i + 2) for i, c in enumerate(again)], "f")
+    assert [r.suppressed for r in recorded] == [True]  # the first two are duplicates
+    assert conn.execute(f"SELECT count(*) FROM {schema}.leads").fetchone() == (3,)
+    conn.close()
+
+
 def test_deleting_leads_deletes_their_deliveries_without_a_foreign_key(settings: Settings) -> None:
     conn = open_postgres(settings.database.url or "", settings)
     schema = f'"{settings.namespace}"'

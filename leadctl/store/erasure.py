@@ -44,7 +44,8 @@ class PersonalData:
         self.schema = quoted_schema(namespace)
         self.digest = sql_digest(namespace_salt_sql(namespace), "%(contact)s")
         self._person = (
-            "lower(l.contact) = %(contact)s OR l.phone = %(contact)s OR lower(l.email) = %(contact)s"
+            'lower(l.contact COLLATE "default") = %(contact)s OR l.phone = %(contact)s'
+            " OR lower(l.email) = %(contact)s"
         )
         self._events = """
             lower(contact) = %(contact)s OR lead_id = ANY(%(ids)s)
@@ -82,7 +83,7 @@ class PersonalData:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"SELECT contact, channel, reason, created_at FROM {self.schema}.suppressions"
-                " WHERE lower(contact) = %(contact)s",
+                ' WHERE lower(contact COLLATE "default") = %(contact)s',
                 params,
             )
             suppressions = cur.fetchall()
@@ -113,7 +114,7 @@ class PersonalData:
             params = self._params(contact, leads)
             events = conn.execute(f"DELETE FROM {s}.webhook_events WHERE {self._events}", params).rowcount
             suppressions = conn.execute(
-                f"DELETE FROM {s}.suppressions WHERE lower(contact) = %(contact)s", params
+                f'DELETE FROM {s}.suppressions WHERE lower(contact COLLATE "default") = %(contact)s', params
             ).rowcount
             removed = conn.execute(f"DELETE FROM {s}.leads WHERE id = ANY(%(ids)s)", params).rowcount
             conn.execute(
