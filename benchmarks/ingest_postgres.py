@@ -1,4 +1,4 @@
-"""PostgreSQL's CPU per lead for ingest's recording statement, and for simpler ones that drop a part.
+"""PostgreSQL's CPU per lead for ingest's recording statement, and for variants adding or dropping a part.
 
 Usage: python -m benchmarks.ingest_postgres FILE [--repeat N]
 
@@ -7,8 +7,9 @@ connection into a fresh schema per variant, and reports the backend's CPU time p
 minimum over N rounds, variants interleaved: this machine's timings move by a third between runs):
 
 - ``statement``: store.leads.LeadWriter as ingest runs it (COPY to staging, de-duplicating
-  INSERT into leads, the deliveries row, per-channel ids);
-- ``no delivery row``: the same without the deliveries INSERT (what creating it at claim time saves);
+  INSERT into leads, deliveries rows for suppressed contacts, per-channel ids);
+- ``row per lead``: the same giving every new lead its deliveries row at once, ``queued`` (as ingest
+  did before migration 7 moved that to the claim: what that saves);
 - ``plain insert``: no ON CONFLICT and no unique (channel, contact) index (the floor for one heap
   row and its primary key; it does not de-duplicate, so it is a bound, not an option).
 """
@@ -35,6 +36,17 @@ from leadctl.store.migrations import drop_namespace, migrate, quoted_schema
 BATCH_ROWS = 5000
 
 
+_SUPPRESSED_ROWS = "SELECT id, channel, campaign, 'suppressed' FROM marked WHERE suppressed"
+
+
+def _row_per_lead(statement: str) -> str:
+    assert _SUPPRESSED_ROWS in statement
+    every = (
+        "SELECT id, channel, campaign, CASE WHEN suppressed THEN 'suppressed' ELSE 'queued' END FROM marked"
+    )
+    return statement.replace(_SUPPRESSED_ROWS, every)
+
+
 def _without_delivery(statement: str) -> str:
     trimmed = re.sub(r", delivery AS \(.*?\n\)\n", "\n", statement, flags=re.S)
     assert "delivery AS" not in trimmed
@@ -47,7 +59,7 @@ def _plain(statement: str) -> str:
 
 VARIANTS: dict[str, tuple[Callable[[str], str], str | None]] = {
     "statement": (lambda statement: statement, None),
-    "no delivery row": (_without_delivery, None),
+    "row per lead": (_row_per_lead, None),
     "plain insert": (_plain, "ALTER TABLE {schema}.leads DROP CONSTRAINT leads_channel_contact_key"),
 }
 

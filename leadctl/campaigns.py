@@ -53,8 +53,8 @@ class CampaignSifter:
         self.pool = pool
         self.only = only
         self._others = (
-            f"SELECT lead_id FROM {quoted_schema(namespace)}.deliveries "
-            "WHERE lead_id = ANY(%s::bigint[]) AND campaign <> ALL(%s)"
+            f"SELECT id FROM {quoted_schema(namespace)}.leads "
+            "WHERE id = ANY(%s::bigint[]) AND campaign <> ALL(%s)"
         )
 
     async def sift(self, entries: Sequence[Entry]) -> list[Entry]:

@@ -116,7 +116,7 @@ def dead_letters(
     for page in _entries(client, key, limit, PAGE):
         leads = [_lead_of(fields, b"lead") for _, fields in page]
         rows = conn.execute(
-            f"SELECT d.lead_id, l.contact, d.status, d.attempts FROM {schema}.deliveries d "
+            f"SELECT lead_id, l.contact, d.status, d.attempts FROM {schema}.lead_deliveries d "
             f"JOIN {schema}.leads l ON l.id = d.lead_id WHERE d.channel = %s AND d.lead_id = ANY(%s)",
             (channel, [lead_id for lead_id in leads if lead_id is not None]),
         ).fetchall()
@@ -156,7 +156,7 @@ def replay_dead_letters(
              WHERE channel = %(channel)s AND lead_id = ANY(%(ids)s) AND status = 'dead'
          RETURNING lead_id)
         SELECT d.lead_id, r.lead_id IS NOT NULL OR d.status = 'queued'
-          FROM {schema}.deliveries d LEFT JOIN revived r ON r.lead_id = d.lead_id
+          FROM {schema}.lead_deliveries d LEFT JOIN revived r ON r.lead_id = d.lead_id
          WHERE d.channel = %(channel)s AND d.lead_id = ANY(%(ids)s)"""
     dead_key = keys.dead_letters(namespace, channel)
     queue.ensure_group(client, namespace, channel, partitions)
@@ -353,7 +353,7 @@ def requeue(
         for page in _entries(client, key, None, STREAM_PAGE):
             in_stream.update(lead_id for _, fields in page if (lead_id := _lead_of(fields, queue.LEAD_FIELD)))
     rows = conn.execute(
-        f"SELECT lead_id FROM {quoted_schema(namespace)}.deliveries "
+        f"SELECT lead_id FROM {quoted_schema(namespace)}.lead_deliveries "
         "WHERE channel = %s AND status = 'queued' AND (not_before IS NULL OR not_before <= now()) "
         "ORDER BY lead_id",
         (channel,),

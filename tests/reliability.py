@@ -45,6 +45,7 @@ def ingest_ok(config: Path, leads: Path, env: dict[str, str], *options: str) -> 
 
 def statuses(pg: psycopg.Connection, namespace: str, channel: str = "sms") -> Counter[str]:
     rows = pg.execute(
-        f'SELECT status, count(*) FROM "{namespace}".deliveries WHERE channel = %s GROUP BY 1', (channel,)
+        f'SELECT status, count(*) FROM "{namespace}".lead_deliveries WHERE channel = %s GROUP BY 1',
+        (channel,),
     ).fetchall()
     return Counter(dict(rows))

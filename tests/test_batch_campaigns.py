@@ -49,7 +49,7 @@ def batch(config: Path, env: dict[str, str], *options: str) -> dict[str, Any]:
 
 def by_campaign(pg: psycopg.Connection, namespace: str) -> dict[str, Counter[str]]:
     rows = pg.execute(
-        f'SELECT campaign, status, count(*) FROM "{namespace}".deliveries GROUP BY 1, 2'
+        f'SELECT campaign, status, count(*) FROM "{namespace}".lead_deliveries GROUP BY 1, 2'
     ).fetchall()
     counts: dict[str, Counter[str]] = {}
     for campaign, status, n in rows:

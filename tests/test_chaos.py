@@ -82,7 +82,7 @@ def test_ten_thousand_leads_through_every_failure(
 
     rows = pg.execute(
         "SELECT l.contact, d.status, d.attempts, d.error_code, d.provider_message_id "
-        f'FROM "{ns}".deliveries d JOIN "{ns}".leads l ON l.id = d.lead_id'
+        f'FROM "{ns}".lead_deliveries d JOIN "{ns}".leads l ON l.id = d.lead_id'
     ).fetchall()
     by_status: dict[str, list[tuple]] = {}
     for row in rows:

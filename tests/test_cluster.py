@@ -41,7 +41,7 @@ def assert_sent_at_most_once(
     assert max(received.values()) == 1, "a lead was sent twice"
     by_status = dict(
         pg.execute(
-            f'SELECT d.status, array_agg(l.contact) FROM "{namespace}".deliveries d '
+            f'SELECT d.status, array_agg(l.contact) FROM "{namespace}".lead_deliveries d '
             f'JOIN "{namespace}".leads l ON l.id = d.lead_id GROUP BY 1'
         ).fetchall()
     )

@@ -1,6 +1,6 @@
-"""The counts `stats` reads (delivery_counts, kept by a trigger) always equal a full count of the
-deliveries: under concurrent claims, outcomes, receipts and deletions, and after migrating a schema
-that already held deliveries."""
+"""The counts `stats` reads (delivery_counts, kept by triggers) always equal a full count of every
+lead's delivery (``lead_deliveries``: a lead without a deliveries row is queued): under concurrent
+claims, outcomes, receipts and deletions, and after migrating a schema that already held deliveries."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import threading
 from collections import Counter
 
 import psycopg
+import pytest
 
 from leadctl.config import Settings
 from leadctl.connections import open_postgres
 from leadctl.leads import Lead
+from leadctl.store import migrations
 from leadctl.store.leads import LeadWriter
-from leadctl.store.migrations import migrate
+from leadctl.store.migrations import drop_namespace, migrate
 from leadctl.store.reports import delivery_groups
 
 LEADS = 3000
@@ -23,7 +25,7 @@ LEADS = 3000
 def full_count(pg: psycopg.Connection, namespace: str) -> Counter[tuple[object, ...]]:
     rows = pg.execute(
         "SELECT channel, campaign, provider, status, delivery_status, count(*) "
-        f'FROM "{namespace}".deliveries GROUP BY 1, 2, 3, 4, 5'
+        f'FROM "{namespace}".lead_deliveries GROUP BY 1, 2, 3, 4, 5'
     ).fetchall()
     return Counter({tuple(row[:5]): row[5] for row in rows})
 
@@ -44,6 +46,11 @@ def seed(settings: Settings) -> None:
         for i, channel in ((i, ("sms", "whatsapp", "email")[i % 3]) for i in range(LEADS))
     ]
     LeadWriter(settings.namespace).record(conn, leads, "seed")
+    conn.execute(  # every other lead has a queued row already (deferred, requeued or from before migration 7)
+        f'INSERT INTO "{settings.namespace}".deliveries (lead_id, channel, campaign, status)'
+        f" SELECT id, channel, campaign, 'queued' FROM \"{settings.namespace}\".leads WHERE id % 2 = 0"
+    )
+    conn.commit()
     conn.close()
 
 
@@ -65,9 +72,12 @@ def _churn(url: str, namespace: str, seed_: int) -> None:
         for _ in range(60):
             ids = rng.sample(range(1, LEADS + 1), 40)
             with conn.transaction():
-                conn.execute(
-                    f"UPDATE {schema}.deliveries SET status = 'sending', claimed_at = now() "
-                    "WHERE lead_id = ANY(%s) AND status = 'queued'",
+                conn.execute(  # the claim: the row is created, or a queued one taken
+                    f"INSERT INTO {schema}.deliveries AS d (lead_id, channel, campaign, status, claimed_at) "
+                    f"SELECT id, channel, campaign, 'sending', now() FROM {schema}.leads WHERE id = ANY(%s) "
+                    "FOR KEY SHARE "
+                    "ON CONFLICT (lead_id) DO UPDATE SET status = 'sending', claimed_at = now() "
+                    "WHERE d.status = 'queued'",
                     (ids,),
                 )
                 conn.execute(
@@ -87,6 +97,9 @@ def _churn(url: str, namespace: str, seed_: int) -> None:
                 (ids[:10],),
             )
             conn.execute(f"DELETE FROM {schema}.leads WHERE id = ANY(%s) AND id %% 11 = 0", (ids[:5],))
+            conn.execute(  # a lead whose row goes is queued again
+                f"DELETE FROM {schema}.deliveries WHERE lead_id = ANY(%s) AND status = 'failed'", (ids[5:8],)
+            )
 
 
 def test_counts_stay_exact_under_concurrent_writers(settings: Settings, pg: psycopg.Connection) -> None:
@@ -102,21 +115,34 @@ def test_counts_stay_exact_under_concurrent_writers(settings: Settings, pg: psyc
     for thread in threads:
         thread.join()
     assert errors == []
+    orphans = pg.execute(
+        f'SELECT count(*) FROM "{settings.namespace}".deliveries d'
+        f' WHERE NOT EXISTS (SELECT FROM "{settings.namespace}".leads l WHERE l.id = d.lead_id)'
+    ).fetchone()
+    assert orphans == (0,)  # no claim created the row of a lead deleted meanwhile
     final = full_count(pg, settings.namespace)
     assert {status for (_, _, _, status, _) in final} >= {"queued", "sent", "failed", "in_doubt"}
     assert counted(pg, settings.namespace) == final
 
 
-def test_migrating_a_schema_with_deliveries_counts_them(settings: Settings, pg: psycopg.Connection) -> None:
-    seed(settings)
-    schema = f'"{settings.namespace}"'
-    pg.execute(f"UPDATE {schema}.deliveries SET status = 'sent', provider = 'p' WHERE lead_id <= 100")
-    # the schema as it was before migration 4
-    pg.execute(f"DROP TABLE {schema}.delivery_counts")
-    pg.execute(f"DROP FUNCTION {schema}.count_deliveries() CASCADE")
-    for index in ("deliveries_sending", "deliveries_deferred", "deliveries_finished_at"):
-        pg.execute(f"DROP INDEX {schema}.{index}")
-    pg.execute(f"DELETE FROM {schema}.schema_migrations WHERE version = 4")
-    assert migrate(pg, settings.namespace) == 1
-    assert counted(pg, settings.namespace) == full_count(pg, settings.namespace)
-    assert counted(pg, settings.namespace)[("sms", "c0", "p", "sent", None)] > 0
+def test_migrating_a_schema_with_deliveries_counts_them(
+    settings: Settings, pg: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema of version 3 (no counts), each lead with its deliveries row as ingest wrote them
+    then, migrated to the latest version."""
+    namespace, schema = settings.namespace, f'"{settings.namespace}"'
+    drop_namespace(pg, namespace)
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+    migrate(pg, namespace)
+    monkeypatch.undo()
+    pg.execute(
+        f"WITH new AS (INSERT INTO {schema}.leads (channel, contact, campaign)"
+        " SELECT 'sms', '+55119' || lpad(i::text, 8, '0'), 'c' || i % 3 FROM generate_series(1, 300) i"
+        f" RETURNING id, channel, campaign) INSERT INTO {schema}.deliveries (lead_id, channel, campaign,"
+        " status, provider) SELECT id, channel, campaign, CASE WHEN id <= 100 THEN 'sent' ELSE 'queued' END,"
+        " CASE WHEN id <= 100 THEN 'p' END FROM new"
+    )
+    assert migrate(pg, namespace) == len(migrations.MIGRATIONS) - 3
+    assert counted(pg, namespace) == full_count(pg, namespace)
+    assert counted(pg, namespace)[("sms", "c0", "p", "sent", None)] > 0
+    assert sum(n for key, n in counted(pg, namespace).items() if key[3] == "queued") == 200

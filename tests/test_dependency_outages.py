@@ -49,7 +49,9 @@ def private_server(settings: Settings, data_dir: Path, which: str) -> str:
 
 def final_state(database_url: str, redis_url: str, namespace: str) -> tuple[Counter[str], int, int]:
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute(f'SELECT status, count(*) FROM "{namespace}".deliveries GROUP BY 1').fetchall()
+        rows = conn.execute(
+            f'SELECT status, count(*) FROM "{namespace}".lead_deliveries GROUP BY 1'
+        ).fetchall()
     client = redis.Redis.from_url(redis_url)
     stream = keys.stream(namespace, "sms")
     length, pending = client.xlen(stream), client.xpending(stream, keys.GROUP)["pending"]

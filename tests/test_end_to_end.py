@@ -118,7 +118,7 @@ def test_refused_credentials_stop_the_run_and_fail_no_lead(
     assert "Traceback" not in result.stderr
     assert "auth_token" in result.stderr and SANDBOX_AUTH_TOKEN not in result.stderr
     statuses = pg.execute(
-        f'SELECT status, attempts, count(*) FROM "{settings.namespace}".deliveries GROUP BY 1, 2'
+        f'SELECT status, attempts, count(*) FROM "{settings.namespace}".lead_deliveries GROUP BY 1, 2'
     ).fetchall()
     assert statuses == [("queued", 0, 20)]
     # their entries were not acknowledged: once reclaimable, a run with the right credentials sends them all

@@ -327,7 +327,7 @@ def test_a_worker_run_fails_over_and_stats_show_which_provider_sent(
     # each process's breaker opens after 5 failures in a row; sends in flight then still fail over
     assert 10 <= tried_down <= 2 * 10
     rows = pg.execute(
-        f'SELECT status, provider, count(*) FROM "{settings.namespace}".deliveries GROUP BY 1, 2'
+        f'SELECT status, provider, count(*) FROM "{settings.namespace}".lead_deliveries GROUP BY 1, 2'
     )
     assert rows.fetchall() == [("sent", "twilio", 300)]
     assert json.loads(stats.stdout)["providers"]["twilio"]["sent"] == 300

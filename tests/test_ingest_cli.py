@@ -53,7 +53,7 @@ def queued_contacts(
     ids = [int(fields[b"l"]) for _, fields in entries]
     rows = dict(
         pg.execute(
-            f'SELECT l.id, l.contact FROM "{namespace}".leads l JOIN "{namespace}".deliveries d '
+            f'SELECT l.id, l.contact FROM "{namespace}".leads l JOIN "{namespace}".lead_deliveries d '
             "ON d.lead_id = l.id WHERE d.status = 'queued' AND l.id = ANY(%s)",
             (ids,),
         ).fetchall()
@@ -63,7 +63,9 @@ def queued_contacts(
 
 
 def statuses(pg: psycopg.Connection, namespace: str) -> dict[str, int]:
-    return dict(pg.execute(f'SELECT status, count(*) FROM "{namespace}".deliveries GROUP BY 1').fetchall())
+    return dict(
+        pg.execute(f'SELECT status, count(*) FROM "{namespace}".lead_deliveries GROUP BY 1').fetchall()
+    )
 
 
 def read_rejects(path: Path) -> list[list[str]]:

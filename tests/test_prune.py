@@ -39,9 +39,10 @@ def seed(settings: Settings, pg: psycopg.Connection) -> None:
     conn.close()
     schema = f'"{settings.namespace}"'
     for row, (status, finished, queued) in zip(recorded, LEADS, strict=True):
-        pg.execute(
-            f"UPDATE {schema}.deliveries SET status = %s, queued_at = now() - make_interval(days => %s), "
-            "finished_at = now() - make_interval(days => %s) WHERE lead_id = %s",
+        pg.execute(  # the lead's deliveries row, as its claim and outcome would have written it
+            f"INSERT INTO {schema}.deliveries (lead_id, channel, campaign, status, queued_at, finished_at) "
+            "SELECT id, channel, campaign, %s, now() - make_interval(days => %s), "
+            f"now() - make_interval(days => %s) FROM {schema}.leads WHERE id = %s",
             (status, queued, finished, row.lead_id),
         )
     pg.execute(f"INSERT INTO {schema}.suppressions (contact, reason) VALUES ('+5511990000004', 'opt-out')")
@@ -49,7 +50,7 @@ def seed(settings: Settings, pg: psycopg.Connection) -> None:
 
 def remaining(pg: psycopg.Connection, namespace: str) -> list[tuple[str, int | None]]:
     return pg.execute(
-        f"""SELECT d.status, extract(day FROM now() - d.finished_at)::int FROM "{namespace}".deliveries d
+        f"""SELECT d.status, extract(day FROM now() - d.finished_at)::int FROM "{namespace}".lead_deliveries d
               JOIN "{namespace}".leads l ON l.id = d.lead_id ORDER BY l.id"""
     ).fetchall()
 

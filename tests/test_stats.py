@@ -35,7 +35,7 @@ def _pg_counts(pg: psycopg.Connection, namespace: str, by: str) -> dict[tuple[st
     """(group, status) -> (leads, retried) for ``by`` = channel, campaign or provider."""
     rows = pg.execute(
         f"SELECT {by}, status, count(*), coalesce(sum(greatest(attempts - 1, 0)), 0)::int "
-        f'FROM "{namespace}".deliveries GROUP BY 1, 2'
+        f'FROM "{namespace}".lead_deliveries GROUP BY 1, 2'
     ).fetchall()
     return {(group, status): (count, retried) for group, status, count, retried in rows}
 
@@ -155,9 +155,10 @@ def test_statuses_add_up_while_leads_are_read_claimed_and_waiting(
     stream = keys.stream(namespace, "sms")
     read = redis_client.xreadgroup(keys.GROUP, "gone:1:0", {stream: ">"}, count=10)[0][1]
     claimed = [int(fields[b"l"]) for _, fields in read[:4]]
-    pg.execute(
-        f"UPDATE \"{namespace}\".deliveries SET status = 'sending', claimed_at = now() - interval '7 s' "
-        "WHERE lead_id = ANY(%s)",
+    pg.execute(  # as their claim wrote them
+        f'INSERT INTO "{namespace}".deliveries (lead_id, channel, campaign, status, attempts, claimed_at) '
+        "SELECT id, channel, campaign, 'sending', 1, now() - interval '7 s' "
+        f'FROM "{namespace}".leads WHERE id = ANY(%s)',
         (claimed,),
     )
 

@@ -10,9 +10,11 @@ import pytest
 from leadctl.config import Settings
 from leadctl.connections import open_async_pool, open_postgres
 from leadctl.leads import Lead
-from leadctl.store.deliveries import DeliveryStore, Outcome, status_counts
+from leadctl.store import migrations
+from leadctl.store.deliveries import STATUSES, ClaimResult, DeliveryStore, Outcome, status_counts
 from leadctl.store.leads import LeadWriter
-from leadctl.store.migrations import MIGRATIONS, migrate
+from leadctl.store.migrations import MIGRATIONS, drop_namespace, migrate
+from leadctl.store.reports import delivery_groups
 
 
 def lead(contact: str, channel: str = "sms", line: int = 2, **fields: str) -> Lead:
@@ -29,32 +31,63 @@ def test_migrations_apply_once(settings: Settings, pg: psycopg.Connection) -> No
     conn.close()
 
 
-def test_contacts_migrate_to_byte_order_and_still_de_duplicate(settings: Settings) -> None:
+def test_a_schema_of_version_5_upgrades_with_its_queued_leads(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migrations 6 (contacts collate "C") and 7 (deliveries rows created at claim time) on a schema
+    whose leads each have a ``queued`` deliveries row, as ingest wrote them before."""
     conn = open_postgres(settings.database.url or "", settings)
-    schema = f'"{settings.namespace}"'
-    contacts = ["+5511987650001", "+5511987650002"]
-    writer = LeadWriter(settings.namespace)
-    assert len(writer.record(conn, [lead(c, line=i + 2) for i, c in enumerate(contacts)], "f")) == 2
-    # the schema as it was before migration 6
-    conn.execute(f'ALTER TABLE {schema}.leads ALTER contact TYPE text COLLATE "default"')
-    conn.execute(f'ALTER TABLE {schema}.suppressions ALTER contact TYPE text COLLATE "default"')
-    conn.execute(f"DELETE FROM {schema}.schema_migrations WHERE version = 6")
+    namespace, schema = settings.namespace, f'"{settings.namespace}"'
+    drop_namespace(conn, namespace)
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:5])
+    migrate(conn, namespace)
+    old = ["+5511987650001", "+5511987650002"]
+    for contact in old:
+        conn.execute(
+            f"WITH new AS (INSERT INTO {schema}.leads (channel, contact, campaign) VALUES ('sms', %s, 'c1')"
+            f" RETURNING id) INSERT INTO {schema}.deliveries (lead_id, channel, campaign, status)"
+            " SELECT id, 'sms', 'c1', 'queued' FROM new",
+            (contact,),
+        )
     conn.execute(f"INSERT INTO {schema}.suppressions (contact, channel) VALUES ('+5511987650003', 'sms')")
     conn.commit()
+    monkeypatch.undo()
 
-    assert migrate(conn, settings.namespace) == 1
+    assert migrate(conn, namespace) == 2
     collations = conn.execute(
-        "SELECT attrelid::regclass::text, attname, collname FROM pg_attribute JOIN pg_collation c"
-        " ON c.oid = attcollation WHERE attrelid IN (%s::regclass, %s::regclass)"
-        " AND attname IN ('channel', 'contact') ORDER BY 1, 2",
+        "SELECT collname FROM pg_attribute JOIN pg_collation c ON c.oid = attcollation"
+        " WHERE attrelid IN (%s::regclass, %s::regclass) AND attname IN ('channel', 'contact')",
         (f"{schema}.leads", f"{schema}.suppressions"),
     ).fetchall()
-    assert [collation for *_, collation in collations] == ["C"] * 4
-    again = [*contacts, "+5511987650003"]
+    assert collations == [("C",)] * 4
+    writer = LeadWriter(namespace)
+    again = [*old, "+5511987650003", "+5511987650004"]
     recorded = writer.record(conn, [lead(c, line=i + 2) for i, c in enumerate(again)], "f")
-    assert [r.suppressed for r in recorded] == [True]  # the first two are duplicates
-    assert conn.execute(f"SELECT count(*) FROM {schema}.leads").fetchone() == (3,)
+    assert [r.suppressed for r in recorded] == [True, False]  # the first two are duplicates
+    store = DeliveryStore(namespace)
+
+    async def claim_all() -> list[int]:
+        pool = await open_async_pool(settings.database.url or "", settings, max_size=1)
+        async with pool.connection() as c:
+            ids = [row[0] for row in await (await c.execute(f"SELECT id FROM {schema}.leads")).fetchall()]
+            result = await store.claim(c, "sms", ids, "w1")
+        await pool.close()
+        return sorted(x.lead_id for x in result.claimed)
+
+    claimed = asyncio.run(claim_all())
+    assert len(claimed) == 3  # the two old queued leads and the new one; not the suppressed one
+    assert status_counts(conn, namespace)["sms"] == {
+        **dict.fromkeys(STATUSES, 0),
+        "sending": 3,
+        "suppressed": 1,
+    }
+    assert _counted(conn, namespace) == {("sms", "sending"): 3, ("sms", "suppressed"): 1}
     conn.close()
+
+
+def _counted(conn: psycopg.Connection, namespace: str) -> dict[tuple[str, str], int]:
+    """What `stats` counts (delivery_counts), per channel and status."""
+    return {(g.channel, g.status): g.leads for g in delivery_groups(conn, namespace) if g.leads}
 
 
 def test_deleting_leads_deletes_their_deliveries_without_a_foreign_key(settings: Settings) -> None:
@@ -67,11 +100,20 @@ def test_deleting_leads_deletes_their_deliveries_without_a_foreign_key(settings:
         "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'",
         (f"{schema}.deliveries",),
     ).fetchall()
-    doomed = [r.lead_id for r in recorded[:3]]
-    conn.execute(f"DELETE FROM {schema}.leads WHERE id = ANY(%s)", (doomed,))
+    ids = [r.lead_id for r in recorded]
+    conn.execute(  # the first two were sent; the others are queued, with no deliveries row yet
+        f"INSERT INTO {schema}.deliveries (lead_id, channel, campaign, status)"
+        " SELECT id, channel, campaign, 'sent' FROM {schema}.leads WHERE id = ANY(%s)".replace(
+            "{schema}", schema
+        ),
+        (ids[:2],),
+    )
+    conn.execute(f"DELETE FROM {schema}.leads WHERE id = ANY(%s)", ([ids[0], ids[2]],))
     left = conn.execute(f"SELECT lead_id FROM {schema}.deliveries").fetchall()
-    assert left == [(recorded[3].lead_id,)]
-    assert status_counts(conn, settings.namespace)["sms"]["queued"] == 1
+    assert left == [(ids[1],)]
+    counts = status_counts(conn, settings.namespace)["sms"]
+    assert (counts["sent"], counts["queued"]) == (1, 1)
+    assert _counted(conn, settings.namespace) == {("sms", "sent"): 1, ("sms", "queued"): 1}
     conn.close()
 
 
@@ -154,6 +196,37 @@ def test_claim_is_exclusive_and_unfinished_claims_become_in_doubt(settings: Sett
         (ids[0],),
     ).fetchone()
     assert row == ("SM1", 1)
+    conn.close()
+
+
+def test_a_claim_racing_the_deletion_of_its_lead_neither_claims_it_nor_leaves_a_row(
+    settings: Settings,
+) -> None:
+    conn = open_postgres(settings.database.url or "", settings)
+    schema = f'"{settings.namespace}"'
+    (recorded,) = LeadWriter(settings.namespace).record(conn, [lead("+5511987650001")], "f")
+    store = DeliveryStore(settings.namespace)
+
+    async def scenario(deleting: psycopg.Connection) -> tuple[bool, ClaimResult]:
+        pool = await open_async_pool(settings.database.url or "", settings, max_size=1)
+        async with pool.connection() as c:
+            claim = asyncio.ensure_future(store.claim(c, "sms", [recorded.lead_id], "w1"))
+            await asyncio.sleep(0.5)
+            waited = not claim.done()
+            deleting.commit()
+            result = await claim
+        await pool.close()
+        return waited, result
+
+    with psycopg.connect(settings.database.url or "") as deleting:
+        deleting.execute(
+            f"DELETE FROM {schema}.leads WHERE id = %s", (recorded.lead_id,)
+        )  # not committed yet
+        waited, result = asyncio.run(scenario(deleting))
+    assert waited  # the claim waited for the deletion to end
+    assert (result.claimed, result.unknown) == ([], [recorded.lead_id])
+    assert conn.execute(f"SELECT count(*) FROM {schema}.deliveries").fetchone() == (0,)
+    assert _counted(conn, settings.namespace) == {}
     conn.close()
 
 

@@ -85,7 +85,7 @@ def test_sigkilled_worker_loses_nothing_and_sends_nothing_twice(
     assert final["sent"] + final["in_doubt"] == len(phones)
     by_status = dict(
         pg.execute(
-            f'SELECT d.status, array_agg(l.contact) FROM "{settings.namespace}".deliveries d '
+            f'SELECT d.status, array_agg(l.contact) FROM "{settings.namespace}".lead_deliveries d '
             f'JOIN "{settings.namespace}".leads l ON l.id = d.lead_id GROUP BY 1'
         ).fetchall()
     )

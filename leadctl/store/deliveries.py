@@ -1,7 +1,8 @@
 """The send claim and delivery outcomes: how PostgreSQL guarantees no lead is sent twice.
 
-A delivery row is created ``queued`` with its lead. A worker claims a batch (``queued`` ->
-``sending``) in one statement before calling the provider, and records the outcomes in one
+A lead without a deliveries row is ``queued`` (ingest writes none, see store.leads). A worker
+claims a batch (``queued`` -> ``sending``: the row is created, or a ``queued`` one, deferred or
+requeued, is updated) in one statement before calling the provider, and records the outcomes in one
 statement after. An entry whose lead is already ``sending`` when it is read again was claimed by a
 worker that died mid-send: its outcome is unknown, so it becomes ``in_doubt``, never resent. A lead
 whose contact was put on the suppression list after it was queued is marked ``suppressed`` by the
@@ -68,38 +69,49 @@ class DeliveryStore:
 
     def __init__(self, namespace: str) -> None:
         schema = quoted_schema(namespace)
-        # One UPDATE, as before suppression existed (a row another worker claimed meanwhile is
-        # re-checked, and skipped, once its lock is released); a suppressed contact's lead becomes
-        # ``suppressed`` instead of ``sending``. The suppression list is probed only when it is not
-        # empty (an InitPlan run once per statement).
-        suppressed = "x.suppressed"
+        # One statement: the row is created (or a ``queued`` one taken) for each lead of the batch;
+        # a lead another worker claimed meanwhile conflicts, waits for its commit and is skipped. A
+        # suppressed contact's lead becomes ``suppressed`` instead of ``sending``. The suppression
+        # list is probed only when it is not empty (an InitPlan run once per statement).
         self._claim = f"""
-            UPDATE {schema}.deliveries d
-               SET status = CASE WHEN {suppressed} THEN 'suppressed' ELSE 'sending' END,
-                   attempts = d.attempts + CASE WHEN {suppressed} THEN 0 ELSE 1 END,
-                   claimed_at = now(), worker = %(worker)s,
-                   finished_at = CASE WHEN {suppressed} THEN now() ELSE d.finished_at END,
-                   error_code = CASE WHEN {suppressed} THEN 'suppressed' ELSE d.error_code END,
-                   error_message = CASE WHEN {suppressed}
-                       THEN 'the contact was put on the suppression list after it was queued'
-                       ELSE d.error_message END
-              FROM {schema}.leads l, LATERAL (
-                   SELECT CASE WHEN (SELECT EXISTS (SELECT FROM {schema}.suppressions)) THEN EXISTS (
-                       SELECT FROM {schema}.suppressions s
-                        WHERE s.contact = l.contact AND s.channel IN (l.channel, '*')
-                   ) ELSE false END AS suppressed
-                   OFFSET 0  -- evaluated once per lead, not once per use
-              ) x
-             WHERE l.id = d.lead_id AND d.lead_id = ANY(%(ids)s::bigint[]) AND d.channel = %(channel)s
-               AND (d.status = 'queued' OR (d.status = 'sending' AND d.worker = %(worker)s))
-         RETURNING d.lead_id, l.contact, l.name, l.campaign, l.fields, {suppressed}"""
+            WITH candidate AS (
+                SELECT l.id, l.channel, l.campaign, l.created_at, x.suppressed
+                  FROM {schema}.leads l, LATERAL (
+                       SELECT CASE WHEN (SELECT EXISTS (SELECT FROM {schema}.suppressions)) THEN EXISTS (
+                           SELECT FROM {schema}.suppressions s
+                            WHERE s.contact = l.contact AND s.channel IN (l.channel, '*')
+                       ) ELSE false END AS suppressed
+                       OFFSET 0  -- evaluated once per lead, not once per use
+                  ) x
+                 WHERE l.id = ANY(%(ids)s::bigint[]) AND l.channel = %(channel)s
+                   FOR KEY SHARE OF l  -- a lead deleted meanwhile (forget) is not claimed, nor left a row
+            ), claimed AS (
+                INSERT INTO {schema}.deliveries AS d (lead_id, channel, campaign, status, attempts,
+                       queued_at, claimed_at, worker, finished_at, error_code, error_message)
+                SELECT id, channel, campaign, CASE WHEN suppressed THEN 'suppressed' ELSE 'sending' END,
+                       CASE WHEN suppressed THEN 0 ELSE 1 END, created_at, now(), %(worker)s,
+                       CASE WHEN suppressed THEN now() END, CASE WHEN suppressed THEN 'suppressed' END,
+                       CASE WHEN suppressed
+                           THEN 'the contact was put on the suppression list after it was queued' END
+                  FROM candidate
+                    ON CONFLICT (lead_id) DO UPDATE
+                   SET status = excluded.status, attempts = d.attempts + excluded.attempts,
+                       claimed_at = excluded.claimed_at, worker = excluded.worker,
+                       finished_at = coalesce(excluded.finished_at, d.finished_at),
+                       error_code = coalesce(excluded.error_code, d.error_code),
+                       error_message = coalesce(excluded.error_message, d.error_message)
+                 WHERE d.status = 'queued' OR (d.status = 'sending' AND d.worker = excluded.worker)
+             RETURNING d.lead_id, d.status = 'suppressed' AS suppressed
+            )
+            SELECT c.lead_id, l.contact, l.name, l.campaign, l.fields, c.suppressed
+              FROM claimed c JOIN {schema}.leads l ON l.id = c.lead_id"""
         self._doubt = f"""
             UPDATE {schema}.deliveries SET status = 'in_doubt', finished_at = now(),
                    error_code = 'claimed_unfinished',
                    error_message = 'a worker claimed this send and stopped before recording its outcome'
              WHERE lead_id = ANY(%s::bigint[]) AND (status = 'sending') IS TRUE
          RETURNING lead_id"""
-        self._known = f"SELECT lead_id FROM {schema}.deliveries WHERE lead_id = ANY(%s::bigint[])"
+        self._known = f"SELECT id FROM {schema}.leads WHERE id = ANY(%s::bigint[])"
         # ``(status = 'sending') IS TRUE`` is the plain test written so that the planner cannot answer
         # it from the partial index deliveries_sending: that index also holds every claim since the
         # last vacuum, so scanning it made each batch's cost grow with all the leads sent before;
@@ -186,7 +198,9 @@ def id_array(ids: Sequence[int]) -> str:
 def status_counts(conn: psycopg.Connection, namespace: str) -> dict[str, dict[str, int]]:
     """Leads per channel and status, every status present (zero when none)."""
     schema = quoted_schema(namespace)
-    rows = conn.execute(f"SELECT channel, status, count(*) FROM {schema}.deliveries GROUP BY 1, 2").fetchall()
+    rows = conn.execute(
+        f"SELECT channel, status, count(*) FROM {schema}.lead_deliveries GROUP BY 1, 2"
+    ).fetchall()
     counts: dict[str, dict[str, int]] = {}
     for channel, status, count in rows:
         counts.setdefault(channel, dict.fromkeys(STATUSES, 0))[status] = count

@@ -61,7 +61,7 @@ class PersonalData:
                            l.source, l.source_line, l.created_at, d.status, d.attempts, d.provider,
                            d.provider_message_id, d.error_code, d.queued_at, d.finished_at,
                            d.delivery_status, d.delivered_at, d.read_at, d.not_before
-                      FROM {s}.leads l LEFT JOIN {s}.deliveries d ON d.lead_id = l.id
+                      FROM {s}.leads l JOIN {s}.lead_deliveries d ON d.lead_id = l.id
                      WHERE {self._person} ORDER BY l.id""",
                 {"contact": contact},
             )
@@ -123,5 +123,5 @@ class PersonalData:
         by_channel: dict[str, list[int]] = {}
         for row in leads:
             by_channel.setdefault(row["channel"], []).append(row["id"])
-        deliveries = sum(1 for row in leads if row["status"] is not None)
+        deliveries = len(leads)  # one each, created or still queued
         return Erased(removed, deliveries, events, suppressions, by_channel)

@@ -1,9 +1,10 @@
 """Recording accepted leads in bulk: COPY into a staging table, then one INSERT that de-duplicates.
 
 The INSERT skips contacts already recorded on their channel (``ON CONFLICT DO NOTHING``: a
-duplicate, whether earlier in the same batch, in an earlier batch or in an earlier ingest), gives
-each new lead its ``deliveries`` row (``queued``, or ``suppressed`` when its contact is on the
-suppression list) and returns the new leads, all in one transaction.
+duplicate, whether earlier in the same batch, in an earlier batch or in an earlier ingest), marks
+the new leads whose contact is on the suppression list (they get their ``deliveries`` row,
+``suppressed``, at once; the others are queued until a worker claims them, see
+store.deliveries) and returns the new leads, all in one transaction.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ WITH new AS (
     FROM new
 ), delivery AS (
     INSERT INTO {schema}.deliveries (lead_id, channel, campaign, status)
-    SELECT id, channel, campaign, CASE WHEN suppressed THEN 'suppressed' ELSE 'queued' END FROM marked
+    SELECT id, channel, campaign, 'suppressed' FROM marked WHERE suppressed
 )
 """
 
