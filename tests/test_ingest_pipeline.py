@@ -19,11 +19,11 @@ from leadctl.config import Settings
 from leadctl.connections import open_postgres
 from leadctl.ingest import ParseOptions, parse_leads
 from leadctl.ingest import pipeline as pipeline_module
-from leadctl.ingest.batches import contact_key
+from leadctl.ingest.batches import _copy_line, _is_plain, contact_key, parse_batch
 from leadctl.ingest.distinct import DistinctCounter
 from leadctl.ingest.parse import open_leads
 from leadctl.ingest.pipeline import Ingestor, Progress
-from leadctl.ingest.readers import expand
+from leadctl.ingest.readers import Chunk, expand
 from leadctl.leads import Lead, Reject
 from tests.test_ingest_cli import queued_contacts, read_rejects
 
@@ -164,3 +164,29 @@ def test_distinct_counter_is_exact_and_compact() -> None:
     assert held / 200_000 < 10  # bytes per key, versus about 60 in a set of ints
     counter.add(b"".join(keys[-10:]) + contact_key("email", "a@example.com"))
     assert counter.count() == 200_001
+
+
+@pytest.mark.parametrize("notes_header", ["notas", 'no"tas'])
+def test_plain_chunks_give_the_lines_of_the_escaping_path(tmp_path: Path, notes_header: str) -> None:
+    """A CSV chunk with no control character, quote or backslash skips the per-row NUL checks and
+    COPY escaping: its lines must be those the escaping path gives, and chunks holding one still
+    escape (as every chunk does when a header name needs escaping)."""
+    cells = ["São Paulo", "fim", "x\ty", "ok", "c:\\dir", "ok", "a\x07b", "ok", "\x1b[31m", "ok"]
+    body = [f"Lead {i},+55119876500{i:02d},{cell}" for i, cell in enumerate(cells * 2)]
+    body[11] = 'Lead 11,+5511987650011,"dito ""assim"""'  # chunks of two rows: one odd cell each
+    path = tmp_path / "leads.csv"
+    path.write_text("\n".join([f"nome,telefone,{notes_header}", *body]) + "\n", encoding="utf-8")
+    lead_file = open_leads(path, ParseOptions(), {}, chunk_lines=2)
+    items = list(lead_file.records())
+    parser, chunk_format = lead_file.parser, lead_file.format
+
+    parsed = parse_batch(parser, items, chunk_format, 1, False)
+
+    expected = []
+    for record in expand(iter(items), chunk_format):
+        row = parser.row(*record)
+        assert not isinstance(row, Reject)
+        expected.append(_copy_line(row, record[0]))
+    assert (parsed.parts, parsed.rejects) == (["".join(expected)], [])
+    chunks = [item for item in items if isinstance(item, Chunk)]
+    assert any(_is_plain(c.text) for c in chunks) and not all(_is_plain(c.text) for c in chunks)

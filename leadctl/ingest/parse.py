@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,11 @@ LeadRow = tuple[str, str, str, str | None, str | None, str, tuple[str, ...], str
 """An accepted row as RowParser.row gives it: channel, contact, name, phone, email, campaign,
 flags and the other fields as JSON text."""
 
+
+def _no_values(values: Sequence[Any]) -> tuple[()]:
+    return ()
+
+
 _FIELDS_CACHED = 4096
 """Distinct field values whose JSON a RowParser keeps (a city column repeats; an id column does not)."""
 
@@ -196,7 +202,9 @@ class RowParser:
         self._source = source
         self._text_cells = text_cells
         self._text = str.strip if text_cells else text_of
-        self._fields_json: dict[tuple[str, ...], str] = {}
+        self._fields_json: dict[object, str] = {}
+        self._keyed: Layout | None = None
+        self._field_values: Callable[[Sequence[Any]], object] = _no_values
 
     def parse(self, line: int, keys: tuple[str, ...], values: Sequence[Any]) -> Lead | Reject:
         row = self.row(line, keys, values)
@@ -214,6 +222,14 @@ class RowParser:
             fields={column: values[index] for index, column in self._layouts[keys].fields},
             flags=flags,
         )
+
+    def constant_text(self, keys: tuple[str, ...]) -> str:
+        """What every row of ``keys`` carries besides its cells: the default campaign and the
+        names of its other fields."""
+        layout = self._layouts.get(keys)
+        if layout is None:
+            layout = self._layouts[keys] = self._columns.layout(keys)
+        return self._campaign + "".join(name for _, name in layout.fields)
 
     def row(self, line: int, keys: tuple[str, ...], values: Sequence[Any]) -> LeadRow | Reject:
         """The row as a LeadRow (what the bulk path stores), or a Reject."""
@@ -284,7 +300,11 @@ class RowParser:
         """The other fields of a row as JSON text (cached by their values for text cells)."""
         if not self._text_cells:
             return orjson.dumps({name: values[index] for index, name in layout.fields}).decode()
-        key = tuple([values[index] for index, _ in layout.fields])
+        if layout is not self._keyed:  # one header per CSV file: built once
+            indices = [index for index, _ in layout.fields]
+            self._field_values = itemgetter(*indices) if indices else _no_values
+            self._keyed = layout
+        key = self._field_values(values)
         cached = self._fields_json.get(key)
         if cached is None:
             cached = orjson.dumps({name: values[index] for index, name in layout.fields}).decode()
