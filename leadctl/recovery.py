@@ -116,8 +116,9 @@ def dead_letters(
     for page in _entries(client, key, limit, PAGE):
         leads = [_lead_of(fields, b"lead") for _, fields in page]
         rows = conn.execute(
-            f"SELECT lead_id, l.contact, d.status, d.attempts FROM {schema}.lead_deliveries d "
-            f"JOIN {schema}.leads l ON l.id = d.lead_id WHERE d.channel = %s AND d.lead_id = ANY(%s)",
+            f"SELECT d.lead_id, l.contact, d.status, d.attempts FROM {schema}.lead_deliveries d "
+            f"JOIN {schema}.leads l ON l.id = d.lead_id "
+            "WHERE (d.channel = %s) IS TRUE AND d.lead_id = ANY(%s)",  # by primary key only
             (channel, [lead_id for lead_id in leads if lead_id is not None]),
         ).fetchall()
         known = {row[0]: row[1:] for row in rows}
@@ -157,7 +158,7 @@ def replay_dead_letters(
          RETURNING lead_id)
         SELECT d.lead_id, r.lead_id IS NOT NULL OR d.status = 'queued'
           FROM {schema}.lead_deliveries d LEFT JOIN revived r ON r.lead_id = d.lead_id
-         WHERE d.channel = %(channel)s AND d.lead_id = ANY(%(ids)s)"""
+         WHERE (d.channel = %(channel)s) IS TRUE AND d.lead_id = ANY(%(ids)s)"""
     dead_key = keys.dead_letters(namespace, channel)
     queue.ensure_group(client, namespace, channel, partitions)
     result = ReplayResult()

@@ -11,7 +11,14 @@ from leadctl.config import Settings
 from leadctl.connections import open_async_pool, open_postgres
 from leadctl.leads import Lead
 from leadctl.store import migrations
-from leadctl.store.deliveries import STATUSES, ClaimResult, DeliveryStore, Outcome, status_counts
+from leadctl.store.deliveries import (
+    STATUSES,
+    ClaimResult,
+    DeliveryStore,
+    Outcome,
+    id_array,
+    status_counts,
+)
 from leadctl.store.leads import LeadWriter
 from leadctl.store.migrations import MIGRATIONS, drop_namespace, migrate
 from leadctl.store.reports import delivery_groups
@@ -227,6 +234,25 @@ def test_a_claim_racing_the_deletion_of_its_lead_neither_claims_it_nor_leaves_a_
     assert (result.claimed, result.unknown) == ([], [recorded.lead_id])
     assert conn.execute(f"SELECT count(*) FROM {schema}.deliveries").fetchone() == (0,)
     assert _counted(conn, settings.namespace) == {}
+    conn.close()
+
+
+def test_a_claim_reads_its_leads_by_primary_key_only(settings: Settings) -> None:
+    """With the statistics of a freshly filled table, the planner once also read every lead of the
+    channel in the (channel, contact) index: a claim of 10 leads cost as much as reading them all."""
+    conn = open_postgres(settings.database.url or "", settings)
+    recorded = LeadWriter(settings.namespace).record(
+        conn, [lead(f"+55119{i:08d}", line=i + 2) for i in range(5000)], "f"
+    )
+    conn.commit()
+    ids = id_array([r.lead_id for r in recorded[100:110]])
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+    claim = DeliveryStore(settings.namespace)._claim
+    plan = "\n".join(
+        row[0] for row in conn.execute(f"EXPLAIN {claim}", {"ids": ids, "channel": "sms", "worker": "w"})
+    )
+    assert "leads_channel_contact_key" not in plan and "Seq Scan on leads" not in plan, plan
+    conn.rollback()
     conn.close()
 
 

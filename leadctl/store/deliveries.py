@@ -72,7 +72,9 @@ class DeliveryStore:
         # One statement: the row is created (or a ``queued`` one taken) for each lead of the batch;
         # a lead another worker claimed meanwhile conflicts, waits for its commit and is skipped. A
         # suppressed contact's lead becomes ``suppressed`` instead of ``sending``. The suppression
-        # list is probed only when it is not empty (an InitPlan run once per statement).
+        # list is probed only when it is not empty (an InitPlan run once per statement). Leads are
+        # found by primary key only: ``IS TRUE`` keeps the planner from also reading every lead of
+        # the channel in the (channel, contact) index, as it did with stale statistics.
         self._claim = f"""
             WITH candidate AS (
                 SELECT l.id, l.channel, l.campaign, l.created_at, x.suppressed
@@ -83,7 +85,7 @@ class DeliveryStore:
                        ) ELSE false END AS suppressed
                        OFFSET 0  -- evaluated once per lead, not once per use
                   ) x
-                 WHERE l.id = ANY(%(ids)s::bigint[]) AND l.channel = %(channel)s
+                 WHERE l.id = ANY(%(ids)s::bigint[]) AND (l.channel = %(channel)s) IS TRUE
                    FOR KEY SHARE OF l  -- a lead deleted meanwhile (forget) is not claimed, nor left a row
             ), claimed AS (
                 INSERT INTO {schema}.deliveries AS d (lead_id, channel, campaign, status, attempts,
