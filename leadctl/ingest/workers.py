@@ -35,8 +35,9 @@ def _ignore_interrupts() -> None:
 
 
 class ParsePool:
-    """Parses batches with ``workers`` processes, ``2 * workers`` batches in flight at most; with
-    0 workers, or until the pool is started, in this process."""
+    """Parses batches with ``workers`` processes, ``workers + 1`` batches in flight at most (every
+    worker busy and one batch ready; more only held memory); with 0 workers, or until the pool is
+    started, in this process."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -64,7 +65,7 @@ class ParsePool:
                     yield parse_batch(*batch)
                     continue
                 pending.append(self._executor.submit(parse_batch, *batch))
-                if len(pending) > 2 * self.workers:
+                if len(pending) > self.workers + 1:
                     yield _result(pending.popleft())
         except InputError:
             while pending:
