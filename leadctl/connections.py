@@ -2,7 +2,7 @@
 
 Every Redis client is made here: ``redis.cluster: true`` (or ``redis.nodes``) gives redis-py's cluster
 client, else the single-server one. Both take the same commands as leadctl uses them: every key of a
-multi-key command or Lua script shares one hash tag (leadctl.keys), and pipelines are
+multi-key command or Lua script shares one hash tag (leadctl.queue.keys), and pipelines are
 non-transactional, which the cluster client splits per node.
 """
 
@@ -61,10 +61,10 @@ class Endpoints:
 
 
 def resolve_endpoints(settings: Settings, announce: Callable[[str], None]) -> Endpoints:
-    """The configured URLs, or embedded servers started on demand (see leadctl.services)."""
+    """The configured URLs, or embedded servers started on demand (see leadctl.local.services)."""
     if settings.redis.url and settings.database.url:
         return Endpoints(settings.redis.url, settings.database.url)
-    from leadctl.services import resolve_urls
+    from leadctl.local.services import resolve_urls
 
     redis_url, database_url = resolve_urls(settings, announce)
     return Endpoints(redis_url, database_url)

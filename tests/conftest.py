@@ -22,8 +22,8 @@ from redis.cluster import RedisCluster
 
 from leadctl.config import Settings
 from leadctl.connections import RedisClient
-from leadctl.localcluster import LocalCluster, find_redis_server
-from leadctl.namespaces import purge_namespace
+from leadctl.local.cluster import LocalCluster, find_redis_server
+from leadctl.local.namespaces import purge_namespace
 
 CLUSTER_PARTITIONS = 4
 """Streams per channel in the Redis Cluster tests."""
@@ -58,7 +58,7 @@ def service_urls() -> Iterator[tuple[str, str]]:
     )
     data_dir = None
     if redis_url is None or database_url is None:
-        from leadctl.services import resolve_urls, stop_embedded
+        from leadctl.local.services import resolve_urls, stop_embedded
 
         # outside pytest's temp area: pytest makes it 0700, which the postgres system user cannot enter
         data_dir = Path(tempfile.mkdtemp(prefix="leadctl-test-"))

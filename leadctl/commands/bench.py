@@ -36,7 +36,7 @@ def ingest(
 ) -> None:
     """Generate lead files (30% phones to normalise, 2% invalid, 1% duplicates) and ingest each end to
     end as `leadctl ingest` does: leads/s, peak RSS of every process, CPU of leadctl, PostgreSQL, Redis."""
-    from leadctl.ingest.benchmark import checkout, run_bench
+    from leadctl.bench.ingest import checkout, run_bench
 
     state = state_of(ctx)
     settings = state.settings
@@ -110,7 +110,7 @@ def dispatch(
     """Send generated leads with `work --burst` to a sandbox that answers at once, then post as many
     straight to it (the raw HTTP ceiling): leads/min, the ratio, latency, worker memory, Redis
     commands and PostgreSQL WAL per lead. Saved in <data_dir>/bench/dispatch.json for `leadctl plan`."""
-    from leadctl.dispatch_bench import run_dispatch_bench, save_result
+    from leadctl.bench.dispatch import run_dispatch_bench, save_result
 
     state = state_of(ctx)
     result = run_dispatch_bench(state.settings, state.endpoints, leads, workers, concurrency)

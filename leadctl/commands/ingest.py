@@ -12,11 +12,11 @@ import redis
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from leadctl import queue
 from leadctl.commands.app import AppState, app, err, print_json, state_of
 from leadctl.config import CHANNELS
 from leadctl.connections import open_postgres, open_redis, postgres_unreachable, redis_unreachable
 from leadctl.errors import DependencyError, LeadctlError, UsageError
+from leadctl.queue import streams
 
 if TYPE_CHECKING:
     from leadctl.ingest.pipeline import IngestReport, IngestStopped
@@ -112,7 +112,7 @@ def ingest(
     if not dry_run:
         endpoints = state.endpoints
         redis_client = open_redis(endpoints.redis_url, settings)
-        queue.check_partitions(redis_client, settings.namespace, CHANNELS, settings.redis.partitions)
+        streams.check_partitions(redis_client, settings.namespace, CHANNELS, settings.redis.partitions)
         conns = [open_postgres(endpoints.database_url, settings) for _ in range(WRITERS)]
     ingestor = Ingestor(
         settings.namespace,

@@ -41,7 +41,7 @@ def sandbox(
     ] = 0.0,
 ) -> None:
     """Run local fake providers (Twilio, WhatsApp Cloud, Zenvia, SendGrid, webhook) on one port."""
-    from leadctl.providers.sandbox import run_sandbox
+    from leadctl.local.sandbox.server import run_sandbox
 
     run_sandbox(
         host,
@@ -65,7 +65,7 @@ def sandbox(
 @services_app.command("status")
 def services_status(ctx: typer.Context) -> None:
     """Show the embedded servers."""
-    from leadctl.services import embedded_status
+    from leadctl.local.services import embedded_status
 
     for status in embedded_status(state_of(ctx).settings.data_dir):
         state = "running" if status.running else "stopped"
@@ -75,7 +75,7 @@ def services_status(ctx: typer.Context) -> None:
 @services_app.command("stop")
 def services_stop(ctx: typer.Context) -> None:
     """Stop the embedded servers (their data stays on disk)."""
-    from leadctl.services import stop_embedded
+    from leadctl.local.services import stop_embedded
 
     stopped = stop_embedded(state_of(ctx).settings.data_dir)
     typer.echo(
@@ -90,7 +90,7 @@ def demo(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes per channel.")] = 2,
 ) -> None:
     """Ingest a lead file and send it through the local sandbox provider, end to end."""
-    from leadctl.demo import run_demo
+    from leadctl.local.demo import run_demo
 
     state = state_of(ctx)
     raise typer.Exit(run_demo(state.settings, state.endpoints, file, workers, state.say))

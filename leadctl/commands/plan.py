@@ -13,7 +13,7 @@ from leadctl.config import CHANNELS
 from leadctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from leadctl.plan import Plan
+    from leadctl.ops.plan import Plan
 
 
 def _sender_rates(text: str | None) -> dict[str, float]:
@@ -63,8 +63,8 @@ def plan(
     documented defaults (SMS short code 100/s, WhatsApp number 80/s); prices from
     providers.<name>.price, else the design's (SMS $0.008, WhatsApp $0.012, email $0.002).
     """
-    from leadctl.dispatch_bench import load_result
-    from leadctl.plan import assumptions, make_plan, parse_mix, parse_rate, phases
+    from leadctl.bench.dispatch import load_result
+    from leadctl.ops.plan import assumptions, make_plan, parse_mix, parse_rate, phases
 
     state = state_of(ctx)
     settings = state.settings

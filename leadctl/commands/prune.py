@@ -27,8 +27,8 @@ def prune(
     the suppression list. A pruned contact is new again: ingesting it later queues it again.
     Run it from cron (daily) on one host.
     """
-    from leadctl.prune import parse_age
-    from leadctl.prune import prune as run_prune
+    from leadctl.ops.prune import parse_age
+    from leadctl.ops.prune import prune as run_prune
 
     state = state_of(ctx)
     try:

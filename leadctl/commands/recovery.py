@@ -123,7 +123,7 @@ def dlq_list(
     ctx: typer.Context, channel: ChannelOption = "all", limit: LimitOption = 100, as_json: JsonOption = False
 ) -> None:
     """Dead letters with their lead, masked contact, reason, attempts and when they went dead."""
-    from leadctl.recovery import dead_letters
+    from leadctl.ops.recovery import dead_letters
 
     state = state_of(ctx)
     totals, letters = {}, []
@@ -171,7 +171,7 @@ def dlq_replay(
     A lead sent (or otherwise finished) since is not queued: its dead letter is just removed. Dead
     letters naming no known lead are kept (purge them). Safe to run twice.
     """
-    from leadctl.recovery import replay_dead_letters
+    from leadctl.ops.recovery import replay_dead_letters
 
     state = state_of(ctx)
     results = {}
@@ -215,7 +215,7 @@ def dlq_purge(
 
     Asks for confirmation unless --yes.
     """
-    from leadctl.recovery import purge_dead_letters
+    from leadctl.ops.recovery import purge_dead_letters
 
     state = state_of(ctx)
     channels = _channels(channel)
@@ -243,7 +243,7 @@ def doubt_list(
     as_json: JsonOption = False,
 ) -> None:
     """Leads in doubt: their provider, the error, and since when."""
-    from leadctl.recovery import in_doubt
+    from leadctl.ops.recovery import in_doubt
 
     state = state_of(ctx)
     with _connect(state, need_redis=False) as (_, conn):
@@ -285,7 +285,7 @@ def doubt_resend(
     The leads go back to `queued` and to their channel's stream; a running `leadctl work` sends them.
     Leads not in doubt (any more) are left alone.
     """
-    from leadctl.recovery import in_doubt, resend_in_doubt
+    from leadctl.ops.recovery import in_doubt, resend_in_doubt
 
     state = state_of(ctx)
     channels, ids = _channels(channel), _chosen(lead, every)
@@ -320,7 +320,7 @@ def doubt_resolve(
     The lead's status becomes the verdict, its error_code `operator`, and its error_message the
     verdict, your note and the original error.
     """
-    from leadctl.recovery import resolve_in_doubt
+    from leadctl.ops.recovery import resolve_in_doubt
 
     if verdict not in ("sent", "failed"):
         raise UsageError(f"--as must be sent or failed, not {verdict!r}")
@@ -354,7 +354,7 @@ def requeue(ctx: typer.Context, channel: ChannelOption = "all", as_json: JsonOpt
     Safe to run any time, even while workers run: a lead never gets a second entry because of it,
     except one queued at that very moment (and a second entry sends nothing twice).
     """
-    from leadctl.recovery import requeue as requeue_channel
+    from leadctl.ops.recovery import requeue as requeue_channel
 
     state = state_of(ctx)
     results = {}

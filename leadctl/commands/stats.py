@@ -30,8 +30,8 @@ def stats(
 
     With alerts.webhook_url set, --watch and --serve post each alert's start and end once.
     """
-    from leadctl import dashboard
-    from leadctl.stats import StatsSource
+    from leadctl.ops import dashboard
+    from leadctl.ops.stats import StatsSource
 
     if watch and serve is not None:
         raise UsageError("choose one of --watch and --serve")
@@ -41,8 +41,8 @@ def stats(
     source = StatsSource(state.settings, state.endpoints)
     try:
         if serve is not None:
-            from leadctl.prometheus import parse_address
-            from leadctl.prometheus import serve as serve_metrics
+            from leadctl.ops.prometheus import parse_address
+            from leadctl.ops.prometheus import serve as serve_metrics
 
             host, port = parse_address(serve)
             serve_metrics(source, host, port, interval, state.say)

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from leadctl import queue
 from leadctl.commands.app import AppState, app, print_json, state_of
 from leadctl.config import CHANNELS
 from leadctl.connections import open_postgres, open_redis
 from leadctl.errors import DependencyError, LeadctlError, UsageError
+from leadctl.queue import streams
 
 if TYPE_CHECKING:
-    from leadctl.batch import BatchReport
-    from leadctl.campaigns import CampaignFilter
+    from leadctl.queue.sifting import CampaignFilter
+    from leadctl.send.scheduled import BatchReport
 
 CAMPAIGN_HELP = "Send only this campaign's leads (repeatable); the others stay queued, untouched."
 
@@ -40,7 +40,7 @@ def _check_dependencies(state: AppState, channels: list[str]) -> None:
     settings, endpoints = state.settings, state.endpoints
     client = open_redis(endpoints.redis_url, settings)
     try:
-        queue.check_partitions(client, settings.namespace, channels, settings.redis.partitions)
+        streams.check_partitions(client, settings.namespace, channels, settings.redis.partitions)
     finally:
         client.close()
     open_postgres(endpoints.database_url, settings).close()
@@ -52,7 +52,7 @@ def _campaign_filters(
     """Each channel's campaign filter, its horizon noted now (none without --campaign)."""
     if not campaigns:
         return {}
-    from leadctl.campaigns import campaign_filter
+    from leadctl.queue.sifting import campaign_filter
 
     settings = state.settings
     client = open_redis(state.endpoints.redis_url, settings)
@@ -91,7 +91,7 @@ def work(
     With --campaign (and --burst) only those campaigns' leads are sent; the others stay queued.
     Exit 1 when some leads were not sent, 2 on a usage error.
     """
-    from leadctl.pool import PoolSpec, Supervisor
+    from leadctl.send.supervisor import PoolSpec, Supervisor
 
     state = state_of(ctx)
     settings = state.settings
@@ -168,7 +168,7 @@ def batch(
     With --campaign only those campaigns' leads are sent; the others stay queued.
     Exit 0 when everything went, 1 when some leads failed, 3 when a dependency was down.
     """
-    from leadctl.batch import BatchOptions, parse_every, run_batch
+    from leadctl.send.scheduled import BatchOptions, parse_every, run_batch
 
     state = state_of(ctx)
     settings = state.settings
@@ -214,7 +214,7 @@ def _post_alerts(state: AppState) -> None:
     """After a batch run, post alerts that started or ended (``alerts.webhook_url``), as `stats` does."""
     if not state.settings.alerts.webhook_url:
         return
-    from leadctl.stats import StatsSource
+    from leadctl.ops.stats import StatsSource
 
     source = StatsSource(state.settings, state.endpoints)
     try:
@@ -237,7 +237,7 @@ def list_workers(
     from rich.console import Console
     from rich.table import Table
 
-    from leadctl.heartbeats import live_workers
+    from leadctl.send.heartbeats import live_workers
 
     state = state_of(ctx)
     client = open_redis(state.endpoints.redis_url, state.settings)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from leadctl import keys
+from leadctl.queue import keys
 
 _SECONDS = {
     "second": 1,

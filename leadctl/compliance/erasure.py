@@ -16,10 +16,10 @@ from typing import Any
 
 import psycopg
 
-from leadctl import keys, queue
 from leadctl.compliance.pseudonym import contact_digest, existing_caps_salt
 from leadctl.config import CHANNELS, Settings
 from leadctl.connections import RedisClient
+from leadctl.queue import keys, streams
 from leadctl.store.erasure import PersonalData
 
 SCAN_PAGE = 10_000
@@ -64,7 +64,7 @@ def _forget_in_redis(
         wanted = {str(i).encode() for i in ids}
         for partition in range(partitions):
             stream = keys.stream(ns, channel, partition)
-            entries = _stream_entries(client, stream, queue.LEAD_FIELD, wanted)
+            entries = _stream_entries(client, stream, streams.LEAD_FIELD, wanted)
             if entries:
                 client.xack(stream, keys.GROUP, *entries)
                 removed["stream_entries"] += int(client.xdel(stream, *entries))

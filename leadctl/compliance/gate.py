@@ -4,7 +4,7 @@ A worker passes each claimed batch through it before sending. A lead outside its
 (leadctl.compliance.windows) waits for the window to open; a lead whose contact reached the
 channel's cap (leadctl.compliance.caps) waits for a slot, or is skipped (``compliance.cap_action``).
 Waiting leads go back to ``queued`` with their ``not_before`` in the claim's own transaction, and
-to the delayed set (leadctl.compliance.delayed), never failed and never sent early. A channel with
+to the delayed set (leadctl.queue.deferred), never failed and never sent early. A channel with
 no window and no cap has an inactive gate: no statement, no round trip, no transaction.
 """
 
@@ -19,11 +19,11 @@ from datetime import UTC, datetime
 import psycopg
 
 from leadctl.compliance.caps import CapCounter, parse_cap
-from leadctl.compliance.delayed import DelayedLeads
 from leadctl.compliance.pseudonym import caps_salt, contact_digest
 from leadctl.compliance.windows import Window, next_allowed, zone, zones_for
 from leadctl.config import Settings
 from leadctl.connections import AsyncRedisClient
+from leadctl.queue.deferred import DelayedLeads
 from leadctl.store.deferrals import Deferrals, Held
 from leadctl.store.deliveries import ClaimedLead
 

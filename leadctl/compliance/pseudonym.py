@@ -18,7 +18,7 @@ import psycopg
 import redis
 import redis.asyncio as aioredis
 
-from leadctl import keys
+from leadctl.queue import keys
 from leadctl.store.migrations import quoted_schema
 
 SALT_BYTES = 32

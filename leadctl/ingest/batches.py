@@ -21,7 +21,7 @@ import orjson
 from leadctl.ingest.parse import LeadRow, RowParser
 from leadctl.ingest.readers import Chunk, ChunkFormat, Item, split_chunk
 from leadctl.ingest.rejects import Code
-from leadctl.leads import Reject
+from leadctl.records import Reject
 
 _NUL = "a field holds a NUL character, which PostgreSQL cannot store"
 _NULL = "\\N"

@@ -17,7 +17,7 @@ from leadctl.ingest.parse import ParseOptions, text_of
 from leadctl.ingest.readers import read_records
 from leadctl.ingest.rejects import Code
 from leadctl.ingest.sources import open_source
-from leadctl.leads import Reject
+from leadctl.records import Reject
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from leadctl.ingest.normalise import Invalid, normalise_channel, normalise_email
 from leadctl.ingest.readers import CHUNK_LINES, Chunk, ChunkFormat, Item, Row, expand, read_records
 from leadctl.ingest.rejects import Code
 from leadctl.ingest.sources import Source, open_source
-from leadctl.leads import Lead, Reject
+from leadctl.records import Lead, Reject
 
 _PHONE_CHANNELS = frozenset({"sms", "whatsapp"})
 _UNREADABLE = (UnicodeDecodeError, OSError, EOFError, zlib.error)

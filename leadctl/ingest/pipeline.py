@@ -3,7 +3,7 @@ PostgreSQL by writer threads, queued in Redis.
 
     read (this thread) -> parse (workers.ParsePool: COPY text per writer, rejects)
       -> writer threads: COPY + one de-duplicating INSERT (store.leads), commit, then XADD the new
-         ids in one Lua call per channel (queue.enqueue_ids)
+         ids in one Lua call per channel (streams.enqueue_ids)
 
 Each writer thread has its own PostgreSQL connection. A lead goes to the writer chosen by a hash of
 its contact, so every row of one contact goes through one writer in file order (the first row
@@ -29,7 +29,6 @@ from pathlib import Path
 import psycopg
 import redis
 
-from leadctl import queue
 from leadctl.errors import InputError, LeadctlError, UsageError
 from leadctl.ingest.batches import ParsedBatch
 from leadctl.ingest.distinct import DistinctCounter
@@ -37,6 +36,7 @@ from leadctl.ingest.parse import LeadFile, ParseOptions, open_leads
 from leadctl.ingest.readers import Chunk, Item
 from leadctl.ingest.rejects import RejectsWriter
 from leadctl.ingest.workers import ParsePool
+from leadctl.queue import streams
 from leadctl.store.leads import LeadWriter, Recorded
 
 INLINE_ROWS = 20_000
@@ -271,9 +271,9 @@ class _Writers:
         for new in recorded:
             if new.to_queue:
                 if new.channel not in self._groups:
-                    queue.ensure_group(self.client, self.namespace, new.channel, self.partitions)
+                    streams.ensure_group(self.client, self.namespace, new.channel, self.partitions)
                     self._groups.add(new.channel)
-                queue.enqueue_ids(self.client, self.namespace, new.channel, new.to_queue, self.partitions)
+                streams.enqueue_ids(self.client, self.namespace, new.channel, new.to_queue, self.partitions)
         return _Written(recorded, committed - started, time.perf_counter() - committed)
 
     def _count(self, future: Future[_Written], leads: int, tally: Tally) -> None:

@@ -24,7 +24,7 @@ import orjson
 from leadctl.errors import InputError, UsageError
 from leadctl.ingest.rejects import Code
 from leadctl.ingest.sources import Source, lead_list
-from leadctl.leads import Reject
+from leadctl.records import Reject
 
 FIELD_LIMIT = 32 << 20
 DELIMITERS = (",", ";", "\t", "|")

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from leadctl.leads import Reject
+from leadctl.records import Reject
 
 
 class Code:

@@ -40,7 +40,7 @@ class SendResult:
     """The provider accepted the message; ``message_id`` is its id for it (Twilio's SID...).
 
     ``segments``: the SMS segments the provider says it will bill, when its answer tells (Twilio's
-    ``num_segments``); None otherwise, and the worker counts them itself (``leadctl.segments``).
+    ``num_segments``); None otherwise, and the worker counts them itself (``leadctl.send.segments``).
     """
 
     message_id: str

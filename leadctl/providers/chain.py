@@ -8,7 +8,7 @@ sent it) and neither does a permanent one (the message is at fault, not the prov
 
 For the breaker, a 5xx, a refused connection or an ``in_doubt`` is a failure; an acceptance, a
 permanent refusal or a rate-limit answer is a success (the provider is up). An error carrying
-``retry_after`` (429, Retry-After) pauses that provider for every worker (leadctl.ratelimit).
+``retry_after`` (429, Retry-After) pauses that provider for every worker (leadctl.providers.ratelimit).
 
 The provider that sent is ``SendResult.details["provider"]``. A caller that keeps records (the
 worker) passes a ``Call``: it learns which provider was asked last, whether a request is under way
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field, replace
 import aiohttp
 import redis.asyncio as aioredis
 
-from leadctl.breaker import CircuitBreaker
 from leadctl.config import Settings
 from leadctl.providers.base import AUTH_ERROR, Message, Provider, ProviderError, SendResult
+from leadctl.providers.breaker import CircuitBreaker
+from leadctl.providers.ratelimit import Throttle, sender_of, throttle_for
 from leadctl.providers.registry import create_provider
-from leadctl.ratelimit import Throttle, sender_of, throttle_for
 
 CIRCUIT_OPEN = "circuit_open"
 """The ``code`` of the transient error raised when every provider's breaker is open."""

@@ -16,7 +16,7 @@ import orjson
 import psycopg
 
 from leadctl.compliance.pseudonym import namespace_salt_sql, sql_digest
-from leadctl.leads import Lead
+from leadctl.records import Lead
 from leadctl.store.migrations import quoted_schema
 
 COPY_COLUMNS = ("channel", "contact", "name", "phone", "email", "fields", "campaign", "source_line")

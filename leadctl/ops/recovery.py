@@ -1,0 +1,372 @@
+"""What an operator does with the leads the worker set aside, and with a queue Redis lost.
+
+- Dead letters (``{ns:channel}:dead``: entries with ``entry``, ``lead`` and ``reason``): list them
+  with their lead from PostgreSQL, replay them (the lead goes back to ``queued`` and to its stream)
+  or purge them (the lead stays ``dead`` in PostgreSQL).
+- Leads ``in_doubt`` (the request may have reached the provider): list them, resend them (the
+  operator accepts a possible duplicate) or resolve them as ``sent`` or ``failed``.
+- Requeue: append every ``queued`` lead missing from its stream (Redis lost its data, or a crash
+  between PostgreSQL's commit and the XADD), so the queue can always be rebuilt from PostgreSQL.
+
+Every change commits in PostgreSQL before the stream is touched, as ingest does: a crash in
+between leaves a ``queued`` lead without an entry, which ``requeue`` (or replaying again) repairs;
+a duplicate entry is harmless, since the send claim makes it a no-op. Replaying keeps the
+``attempts`` column counting (it is the lead's lifetime count of provider requests); the worker
+gives each replayed lead a fresh ``channels.<ch>.max_attempts``, as it gives every claim.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import psycopg
+import redis
+
+from leadctl.queue import keys, streams
+from leadctl.store.migrations import quoted_schema
+
+PAGE = 1000
+"""Dead letters read, and handled, per round trip."""
+
+STREAM_PAGE = 10_000
+"""Stream entries read per XRANGE when requeue looks for the leads already queued."""
+
+Verdict = Literal["sent", "failed"]
+
+_REQUEUED = "status = 'queued', worker = NULL, claimed_at = NULL, finished_at = NULL, queued_at = now()"
+
+
+def _entries(
+    client: redis.Redis, key: str, limit: int | None, page: int
+) -> Iterator[list[tuple[bytes, dict[bytes, bytes]]]]:
+    """A stream's entries, oldest first, in pages of ``page`` (XRANGE with an exclusive start)."""
+    start, left = "-", limit
+    while left is None or left > 0:
+        count = page if left is None else min(page, left)
+        batch = client.xrange(key, min=start, count=count)
+        if not batch:
+            return
+        yield batch
+        if left is not None:
+            left -= len(batch)
+        if len(batch) < count:
+            return
+        start = "(" + batch[-1][0].decode()
+
+
+def _lead_of(fields: dict[bytes, bytes], name: bytes) -> int | None:
+    raw = fields.get(name, b"")
+    return int(raw) if raw.isdigit() else None
+
+
+def _entry_time(entry_id: bytes) -> datetime:
+    return datetime.fromtimestamp(int(entry_id.split(b"-", 1)[0]) / 1000, UTC)
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead-letter entry and, when its lead is known, what PostgreSQL holds about it."""
+
+    channel: str
+    entry_id: str
+    lead_id: int | None
+    reason: str
+    dead_at: datetime
+    contact: str | None = None
+    status: str | None = None
+    attempts: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "id": self.entry_id,
+            "lead_id": self.lead_id,
+            "contact": self.contact,
+            "reason": self.reason,
+            "attempts": self.attempts,
+            "status": self.status,
+            "dead_at": self.dead_at.isoformat(),
+        }
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """One channel's replay: leads queued again, entries of leads already finished otherwise (removed,
+    nothing sent), and entries kept because they name no known lead (undecodable or unknown: purge them)."""
+
+    replayed: int = 0
+    skipped: int = 0
+    kept: int = 0
+
+
+def dead_letters(
+    client: redis.Redis, conn: psycopg.Connection, namespace: str, channel: str, limit: int | None
+) -> tuple[int, list[DeadLetter]]:
+    """How many dead letters the channel holds, and the oldest ``limit`` of them with their leads."""
+    key = keys.dead_letters(namespace, channel)
+    schema = quoted_schema(namespace)
+    found: list[DeadLetter] = []
+    for page in _entries(client, key, limit, PAGE):
+        leads = [_lead_of(fields, b"lead") for _, fields in page]
+        rows = conn.execute(
+            f"SELECT d.lead_id, l.contact, d.status, d.attempts FROM {schema}.lead_deliveries d "
+            f"JOIN {schema}.leads l ON l.id = d.lead_id "
+            "WHERE (d.channel = %s) IS TRUE AND d.lead_id = ANY(%s)",  # by primary key only
+            (channel, [lead_id for lead_id in leads if lead_id is not None]),
+        ).fetchall()
+        known = {row[0]: row[1:] for row in rows}
+        found += [
+            DeadLetter(
+                channel,
+                entry_id.decode(),
+                lead_id,
+                fields.get(b"reason", b"").decode("utf-8", "replace"),
+                _entry_time(entry_id),
+                *known.get(lead_id, (None, None, None)),
+            )
+            for (entry_id, fields), lead_id in zip(page, leads, strict=True)
+        ]
+    return int(client.xlen(key)), found
+
+
+def replay_dead_letters(
+    client: redis.Redis,
+    conn: psycopg.Connection,
+    namespace: str,
+    channel: str,
+    limit: int | None = None,
+    partitions: int = 1,
+) -> ReplayResult:
+    """Queue the leads of the oldest ``limit`` dead letters again and remove their entries.
+
+    A lead found ``dead`` goes back to ``queued`` (attempts kept) and to the stream; one already
+    ``queued`` (an earlier replay stopped before its XADD) goes to the stream again; one finished
+    otherwise (sent, failed, in doubt...) is left alone. Running it twice queues nothing twice.
+    """
+    schema = quoted_schema(namespace)
+    revive = f"""
+        WITH revived AS (
+            UPDATE {schema}.deliveries SET {_REQUEUED}
+             WHERE channel = %(channel)s AND lead_id = ANY(%(ids)s) AND status = 'dead'
+         RETURNING lead_id)
+        SELECT d.lead_id, r.lead_id IS NOT NULL OR d.status = 'queued'
+          FROM {schema}.lead_deliveries d LEFT JOIN revived r ON r.lead_id = d.lead_id
+         WHERE (d.channel = %(channel)s) IS TRUE AND d.lead_id = ANY(%(ids)s)"""
+    dead_key = keys.dead_letters(namespace, channel)
+    streams.ensure_group(client, namespace, channel, partitions)
+    result = ReplayResult()
+    for page in _entries(client, dead_key, limit, PAGE):
+        by_lead: dict[int, list[bytes]] = defaultdict(list)
+        for entry_id, fields in page:
+            lead_id = _lead_of(fields, b"lead")
+            if lead_id is not None:
+                by_lead[lead_id].append(entry_id)
+        rows = conn.execute(revive, {"channel": channel, "ids": list(by_lead)}).fetchall()
+        requeue = [lead_id for lead_id, queued in rows if queued]
+        pipe = client.pipeline(transaction=False)
+        for lead_id in requeue:
+            pipe.xadd(
+                keys.stream(namespace, channel, keys.partition_of(lead_id, partitions)),
+                {streams.LEAD_FIELD: lead_id},
+            )
+        done = [entry_id for lead_id, _ in rows for entry_id in by_lead[lead_id]]
+        if done:
+            pipe.xdel(dead_key, *done)
+        pipe.execute()
+        result.replayed += len(requeue)
+        result.skipped += len(rows) - len(requeue)
+        result.kept += len(page) - len(done)
+    return result
+
+
+def purge_dead_letters(client: redis.Redis, namespace: str, channel: str, limit: int | None = None) -> int:
+    """Remove the oldest ``limit`` dead letters (all when None); their leads stay ``dead``."""
+    key = keys.dead_letters(namespace, channel)
+    removed = 0
+    for page in _entries(client, key, limit, PAGE):
+        removed += int(client.xdel(key, *(entry_id for entry_id, _ in page)))
+    return removed
+
+
+# -- in doubt ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DoubtfulLead:
+    """A lead whose send may or may not have reached the provider."""
+
+    lead_id: int
+    channel: str
+    contact: str
+    provider: str | None
+    error_code: str | None
+    error: str | None
+    attempts: int
+    since: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "lead_id": self.lead_id,
+            "channel": self.channel,
+            "contact": self.contact,
+            "provider": self.provider,
+            "error_code": self.error_code,
+            "error": self.error,
+            "attempts": self.attempts,
+            "since": self.since.isoformat() if self.since else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """Leads a resend or resolve changed, per channel, and the requested ones it left alone (not in doubt)."""
+
+    lead_ids: dict[str, list[int]]
+    skipped: list[int]
+
+    @property
+    def count(self) -> int:
+        return sum(len(ids) for ids in self.lead_ids.values())
+
+
+def _selection(channels: Sequence[str], lead_ids: Sequence[int] | None) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause choosing in-doubt deliveries of ``channels`` (and of ``lead_ids`` when given)."""
+    where = "d.status = 'in_doubt' AND d.channel = ANY(%(channels)s)"
+    params: dict[str, Any] = {"channels": list(channels)}
+    if lead_ids is not None:
+        where += " AND d.lead_id = ANY(%(ids)s)"
+        params["ids"] = list(lead_ids)
+    return where, params
+
+
+def in_doubt(
+    conn: psycopg.Connection,
+    namespace: str,
+    channels: Sequence[str],
+    lead_ids: Sequence[int] | None = None,
+    limit: int | None = None,
+) -> tuple[int, list[DoubtfulLead]]:
+    """How many leads are in doubt, and the oldest ``limit`` of them."""
+    schema = quoted_schema(namespace)
+    where, params = _selection(channels, lead_ids)
+    (total,) = conn.execute(
+        f"SELECT count(*) FROM {schema}.deliveries d WHERE {where}", params
+    ).fetchone() or (0,)
+    rows = conn.execute(
+        f"""SELECT d.lead_id, d.channel, l.contact, d.provider, d.error_code, d.error_message, d.attempts,
+                   d.finished_at
+              FROM {schema}.deliveries d JOIN {schema}.leads l ON l.id = d.lead_id
+             WHERE {where} ORDER BY d.finished_at, d.lead_id LIMIT %(limit)s""",
+        {**params, "limit": limit},
+    ).fetchall()
+    return int(total), [DoubtfulLead(*row) for row in rows]
+
+
+def _changed(rows: list[tuple[int, str]], lead_ids: Sequence[int] | None) -> Changed:
+    by_channel: dict[str, list[int]] = defaultdict(list)
+    for lead_id, channel in sorted(rows):
+        by_channel[channel].append(lead_id)
+    done = {lead_id for lead_id, _ in rows}
+    skipped = sorted(set(lead_ids) - done) if lead_ids is not None else []
+    return Changed(dict(by_channel), skipped)
+
+
+def resend_in_doubt(
+    client: redis.Redis,
+    conn: psycopg.Connection,
+    namespace: str,
+    channels: Sequence[str],
+    lead_ids: Sequence[int] | None,
+    partitions: int = 1,
+) -> Changed:
+    """Queue in-doubt leads again (all of ``channels`` when ``lead_ids`` is None): they will be sent,
+    perhaps a second time. Leads not in doubt (any more) are left alone."""
+    where, params = _selection(channels, lead_ids)
+    rows = conn.execute(
+        f"UPDATE {quoted_schema(namespace)}.deliveries d SET {_REQUEUED} WHERE {where} "
+        "RETURNING d.lead_id, d.channel",
+        params,
+    ).fetchall()
+    changed = _changed(rows, lead_ids)
+    for channel, ids in changed.lead_ids.items():
+        streams.ensure_group(client, namespace, channel, partitions)
+        streams.enqueue(client, namespace, ((channel, lead_id) for lead_id in ids), partitions)
+    return changed
+
+
+def resolve_in_doubt(
+    conn: psycopg.Connection,
+    namespace: str,
+    channels: Sequence[str],
+    lead_ids: Sequence[int] | None,
+    verdict: Verdict,
+    note: str = "",
+) -> Changed:
+    """Record the operator's verdict on in-doubt leads: ``sent`` or ``failed``, nothing is sent.
+
+    ``error_code`` becomes ``operator`` and ``error_message`` says the verdict, the note and why the
+    lead was in doubt.
+    """
+    where, params = _selection(channels, lead_ids)
+    said = f"resolved as {verdict} by the operator" + (f": {note}" if note else "")
+    rows = conn.execute(
+        f"""UPDATE {quoted_schema(namespace)}.deliveries d
+               SET status = %(verdict)s, finished_at = now(), error_code = 'operator',
+                   error_message = %(said)s || ' (was in doubt: '
+                       || concat_ws(': ', d.error_code, coalesce(d.error_message, 'no answer')) || ')'
+             WHERE {where} RETURNING d.lead_id, d.channel""",
+        {**params, "verdict": verdict, "said": said},
+    ).fetchall()
+    return _changed(rows, lead_ids)
+
+
+# -- requeue -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueResult:
+    """One channel: leads ``queued`` in PostgreSQL, how many of them had an entry, how many were appended."""
+
+    queued: int
+    in_stream: int
+    appended: int
+
+
+def requeue(
+    client: redis.Redis, conn: psycopg.Connection, namespace: str, channel: str, partitions: int = 1
+) -> RequeueResult:
+    """Append to the channel's stream every ``queued`` lead that has no entry in it.
+
+    The stream is read first, so a lead queued meanwhile may get a second entry (harmless: the claim
+    makes it a no-op), never none. A lead deferred to a later time (quiet hours, a frequency cap)
+    waits in the delayed set, not the stream: it is not missing until that time has passed.
+    """
+    streams.ensure_group(client, namespace, channel, partitions)
+    in_stream: set[int] = set()
+    for key in keys.streams(namespace, channel, partitions):
+        for page in _entries(client, key, None, STREAM_PAGE):
+            in_stream.update(
+                lead_id for _, fields in page if (lead_id := _lead_of(fields, streams.LEAD_FIELD))
+            )
+    rows = conn.execute(
+        f"SELECT lead_id FROM {quoted_schema(namespace)}.lead_deliveries "
+        "WHERE channel = %s AND status = 'queued' AND (not_before IS NULL OR not_before <= now()) "
+        "ORDER BY lead_id",
+        (channel,),
+    ).fetchall()
+    missing = [lead_id for (lead_id,) in rows if lead_id not in in_stream]
+    for start in range(0, len(missing), STREAM_PAGE):
+        streams.enqueue(
+            client,
+            namespace,
+            ((channel, lead_id) for lead_id in missing[start : start + STREAM_PAGE]),
+            partitions,
+        )
+    return RequeueResult(len(rows), len(rows) - len(missing), len(missing))
