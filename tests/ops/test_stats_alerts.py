@@ -157,7 +157,7 @@ def test_serve_exposes_the_figures_to_prometheus_and_posts_alerts(
     assert [message["text"] for message in received] == [expected]
 
     # the shipped Prometheus rules and Grafana dashboard only use metrics the exporter serves
-    examples = Path(__file__).parent.parent / "examples"
+    examples = Path(__file__).parents[2] / "examples"
     used = set()
     for name in ("prometheus-alerts.yml", "grafana-dashboard.json"):
         used |= set(re.findall(r"leadctl_[a-z_]+", (examples / name).read_text(encoding="utf-8")))

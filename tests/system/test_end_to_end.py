@@ -168,7 +168,7 @@ def test_campaign_templates_and_sms_segments_are_used_and_recorded(
 
 
 def test_demo_runs_end_to_end_on_configured_servers(leadctl_env: dict[str, str], tmp_path: Path) -> None:
-    examples = Path(__file__).parent.parent / "examples" / "leads.csv"
+    examples = Path(__file__).parents[2] / "examples" / "leads.csv"
     env = {**leadctl_env, "LEADCTL_DATA_DIR": str(tmp_path / "data")}  # not created beforehand
     result = run_leadctl(["demo", "--file", str(examples)], env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
