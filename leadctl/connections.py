@@ -8,7 +8,6 @@ non-transactional, which the cluster client splits per node.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -54,20 +53,10 @@ def redis_outage(exc: BaseException) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """Where Redis and PostgreSQL are, configured or embedded."""
+    """Where Redis and PostgreSQL are, configured or embedded (leadctl.local.services.resolve_endpoints)."""
 
     redis_url: str
     database_url: str
-
-
-def resolve_endpoints(settings: Settings, announce: Callable[[str], None]) -> Endpoints:
-    """The configured URLs, or embedded servers started on demand (see leadctl.local.services)."""
-    if settings.redis.url and settings.database.url:
-        return Endpoints(settings.redis.url, settings.database.url)
-    from leadctl.local.services import resolve_urls
-
-    redis_url, database_url = resolve_urls(settings, announce)
-    return Endpoints(redis_url, database_url)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -23,10 +23,12 @@ from pathlib import Path
 import orjson
 import redis
 
-from leadctl.bench.dispatch import DispatchBenchResult, run_dispatch_bench
+from leadctl.bench.dispatch import run_dispatch_bench
 from leadctl.config import Settings, load_settings
-from leadctl.connections import Endpoints, resolve_endpoints
+from leadctl.connections import Endpoints
 from leadctl.local.cluster import LocalCluster, find_redis_server, free_ports
+from leadctl.local.services import resolve_endpoints
+from leadctl.ops.measured import DispatchBenchResult
 
 FIGURES = (
     "leads_per_min",

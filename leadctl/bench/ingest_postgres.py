@@ -25,11 +25,11 @@ import psutil
 import psycopg
 
 from leadctl.config import load_settings
-from leadctl.connections import resolve_endpoints
 from leadctl.errors import LeadctlError
 from leadctl.ingest.batches import parse_batch
 from leadctl.ingest.parse import ParseOptions, open_leads
 from leadctl.ingest.pipeline import _batches
+from leadctl.local.services import resolve_endpoints
 from leadctl.store.leads import LeadWriter
 from leadctl.store.migrations import drop_namespace, migrate, quoted_schema
 

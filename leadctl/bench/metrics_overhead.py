@@ -24,9 +24,10 @@ import uuid
 import orjson
 
 from leadctl.config import Settings, load_settings
-from leadctl.connections import Endpoints, open_async_redis, open_postgres, open_redis, resolve_endpoints
+from leadctl.connections import Endpoints, open_async_redis, open_postgres, open_redis
 from leadctl.local.namespaces import purge_namespace
 from leadctl.local.sandbox.server import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SandboxProcess
+from leadctl.local.services import resolve_endpoints
 from leadctl.queue import keys, streams
 from leadctl.records import Lead
 from leadctl.send.metrics import FLUSH_EVERY_S, MetricsRecorder

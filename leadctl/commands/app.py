@@ -14,7 +14,8 @@ from rich.console import Console
 
 from leadctl import __version__
 from leadctl.config import Settings, load_settings
-from leadctl.connections import Endpoints, resolve_endpoints
+from leadctl.connections import Endpoints
+from leadctl.local.services import resolve_endpoints
 
 EXIT_CODES = (
     "Exit codes: 0 success, 1 some leads failed or were rejected, 2 bad input/option/config, "

@@ -110,7 +110,8 @@ def dispatch(
     """Send generated leads with `work --burst` to a sandbox that answers at once, then post as many
     straight to it (the raw HTTP ceiling): leads/min, the ratio, latency, worker memory, Redis
     commands and PostgreSQL WAL per lead. Saved in <data_dir>/bench/dispatch.json for `leadctl plan`."""
-    from leadctl.bench.dispatch import run_dispatch_bench, save_result
+    from leadctl.bench.dispatch import run_dispatch_bench
+    from leadctl.ops.measured import save_result
 
     state = state_of(ctx)
     result = run_dispatch_bench(state.settings, state.endpoints, leads, workers, concurrency)

@@ -63,7 +63,7 @@ def plan(
     documented defaults (SMS short code 100/s, WhatsApp number 80/s); prices from
     providers.<name>.price, else the design's (SMS $0.008, WhatsApp $0.012, email $0.002).
     """
-    from leadctl.bench.dispatch import load_result
+    from leadctl.ops.measured import load_result
     from leadctl.ops.plan import assumptions, make_plan, parse_mix, parse_rate, phases
 
     state = state_of(ctx)

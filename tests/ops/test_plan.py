@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from leadctl.bench.dispatch import DispatchBenchResult, load_result, save_result
 from leadctl.config import Settings
+from leadctl.ops.measured import DispatchBenchResult, load_result, save_result
 from leadctl.ops.plan import (
     DEFAULT_PRICES,
     Assumptions,
