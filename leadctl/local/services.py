@@ -153,6 +153,16 @@ def _live_pid(pidfile: Path, process_name: str) -> int | None:
     return None
 
 
+def _redis_died(pidfile: Path) -> bool:
+    """Whether the Redis that wrote ``pidfile`` has died. redis-server writes its pidfile once listening;
+    a pidfile not written yet, or written only in part (empty: it is being written), says nothing."""
+    try:
+        pid = int(pidfile.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return _live_pid(pidfile, "redis-server") != pid
+
+
 def _last_log_line(log: Path) -> str | None:
     try:
         lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
@@ -289,9 +299,7 @@ def _wait_for_redis(redis_dir: Path, port: int) -> None:
             with contextlib.suppress(redis.RedisError):
                 if client.ping():
                     return
-            # redis-server writes its pidfile once listening: a pidfile whose process is gone means it died
-            died = pidfile.exists() and _live_pid(pidfile, "redis-server") is None
-            if died or time.monotonic() > deadline:
+            if _redis_died(pidfile) or time.monotonic() > deadline:
                 line = _last_log_line(log) or "no log output"
                 reason = re.sub(r"^\d+:[A-Z] .*? [.*#-] ", "", line)  # drop the 'pid:role date level' prefix
                 raise DependencyError(f"embedded Redis did not start on port {port}: {reason} (log: {log})")

@@ -22,7 +22,7 @@ import leadctl
 from leadctl.config import DatabaseSettings, RedisSettings, Settings
 from leadctl.errors import DependencyError
 from leadctl.local import services
-from leadctl.local.services import embedded_status, resolve_urls, stop_embedded
+from leadctl.local.services import _redis_died, embedded_status, resolve_urls, stop_embedded
 
 
 @pytest.fixture
@@ -240,3 +240,16 @@ def test_postgres_failing_to_start_is_one_line_naming_the_log(data_dir: Path) ->
     assert "\n" not in message
     assert "embedded PostgreSQL did not start" in message
     assert str(data_dir / "postgres" / "log") in message
+
+
+def test_a_pidfile_being_written_is_no_sign_of_death(tmp_path: Path) -> None:
+    """redis-server creates its pidfile, then writes the pid: read in between, the file is empty. That
+    was once taken for a dead server ("embedded Redis did not start ... Ready to accept connections")."""
+    pidfile = tmp_path / "redis.pid"
+    assert not _redis_died(pidfile)  # not written yet
+    pidfile.write_text("")
+    assert not _redis_died(pidfile)  # being written
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    pidfile.write_text(f"{gone.pid}\n")
+    assert _redis_died(pidfile)
