@@ -4,9 +4,10 @@ keep the contact itself (erasure tombstones, frequency-cap key names).
 ``digest = sha256(salt || lower(contact))`` in hex, the same in Python and in SQL (an email's
 local part is compared without case, as every mail provider does). Tombstones use the
 namespace's salt, created at random by the schema migration and kept in PostgreSQL (ingest
-computes digests in its INSERT); cap keys use their scope's salt, kept in Redis so namespaces
-sharing a caps scope share it. A salt never leaves its server: a key name or a tombstone alone
-does not give the contact back, though anyone holding both a digest and its salt can test guesses.
+computes digests in its INSERT, leadctl.store.pseudonyms); cap keys use their scope's salt, kept
+in Redis so namespaces sharing a caps scope share it. A salt never leaves its server: a key name
+or a tombstone alone does not give the contact back, though anyone holding both a digest and its
+salt can test guesses.
 """
 
 from __future__ import annotations
@@ -14,12 +15,10 @@ from __future__ import annotations
 import hashlib
 import os
 
-import psycopg
 import redis
 import redis.asyncio as aioredis
 
 from leadctl.queue import keys
-from leadctl.store.migrations import quoted_schema
 
 SALT_BYTES = 32
 
@@ -27,22 +26,6 @@ SALT_BYTES = 32
 def contact_digest(salt: bytes, contact: str) -> str:
     """The salted SHA-256 of a contact (E.164 phone or normalised email), in hex."""
     return hashlib.sha256(salt + contact.lower().encode()).hexdigest()
-
-
-def sql_digest(salt_sql: str, value_sql: str) -> str:
-    """The same digest as a PostgreSQL expression."""
-    return f"encode(sha256({salt_sql} || convert_to(lower({value_sql}), 'UTF8')), 'hex')"
-
-
-def namespace_salt_sql(namespace: str) -> str:
-    """A scalar subquery giving the namespace's salt."""
-    return f"(SELECT value FROM {quoted_schema(namespace)}.secrets WHERE name = 'contact_salt')"
-
-
-def namespace_salt(conn: psycopg.Connection, namespace: str) -> bytes:
-    row = conn.execute(f"SELECT {namespace_salt_sql(namespace)}").fetchone()
-    assert row is not None and row[0] is not None, "migration 3 creates the salt"
-    return bytes(row[0])
 
 
 async def caps_salt(client: aioredis.Redis, scope: str) -> bytes:

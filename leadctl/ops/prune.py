@@ -17,14 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from leadctl.store.migrations import quoted_schema
+from leadctl.store.prune import count_finished_before, delete_finished_before
 
 _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
-
-# coalesce(finished_at, queued_at) and the status list match the partial index of migration 4.
-_OLD = (
-    "status IN ('sent', 'failed', 'dead', 'in_doubt', 'suppressed') AND coalesce(finished_at, queued_at) < %s"
-)
 
 
 def parse_age(text: str) -> timedelta:
@@ -70,20 +65,11 @@ def prune(
     started = time.monotonic()
     cutoff = (now or datetime.now(UTC)) - older_than
     report = PruneReport(cutoff, dry_run)
-    schema = quoted_schema(namespace)
     if dry_run:
-        rows = conn.execute(
-            f"SELECT channel, count(*) FROM {schema}.deliveries WHERE {_OLD} GROUP BY 1", (cutoff,)
-        ).fetchall()
-        report.leads.update(dict(rows))
+        report.leads.update(count_finished_before(conn, namespace, cutoff))
     else:
-        delete = f"""
-            DELETE FROM {schema}.leads l
-             USING (SELECT lead_id FROM {schema}.deliveries WHERE {_OLD} LIMIT %s) doomed
-             WHERE l.id = doomed.lead_id
-         RETURNING l.channel"""
         while True:
-            channels = [row[0] for row in conn.execute(delete, (cutoff, batch_size)).fetchall()]
+            channels = delete_finished_before(conn, namespace, cutoff, batch_size)
             if not channels:
                 break
             report.batches += 1

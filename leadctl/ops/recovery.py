@@ -27,7 +27,15 @@ import psycopg
 import redis
 
 from leadctl.queue import keys, streams
-from leadctl.store.migrations import quoted_schema
+from leadctl.store.recovery import (
+    DoubtfulLead,
+    doubtful_leads,
+    due_queued,
+    lead_states,
+    requeue_doubtful,
+    resolve_doubtful,
+    revive_dead,
+)
 
 PAGE = 1000
 """Dead letters read, and handled, per round trip."""
@@ -36,8 +44,6 @@ STREAM_PAGE = 10_000
 """Stream entries read per XRANGE when requeue looks for the leads already queued."""
 
 Verdict = Literal["sent", "failed"]
-
-_REQUEUED = "status = 'queued', worker = NULL, claimed_at = NULL, finished_at = NULL, queued_at = now()"
 
 
 def _entries(
@@ -111,17 +117,10 @@ def dead_letters(
 ) -> tuple[int, list[DeadLetter]]:
     """How many dead letters the channel holds, and the oldest ``limit`` of them with their leads."""
     key = keys.dead_letters(namespace, channel)
-    schema = quoted_schema(namespace)
     found: list[DeadLetter] = []
     for page in _entries(client, key, limit, PAGE):
         leads = [_lead_of(fields, b"lead") for _, fields in page]
-        rows = conn.execute(
-            f"SELECT d.lead_id, l.contact, d.status, d.attempts FROM {schema}.lead_deliveries d "
-            f"JOIN {schema}.leads l ON l.id = d.lead_id "
-            "WHERE (d.channel = %s) IS TRUE AND d.lead_id = ANY(%s)",  # by primary key only
-            (channel, [lead_id for lead_id in leads if lead_id is not None]),
-        ).fetchall()
-        known = {row[0]: row[1:] for row in rows}
+        known = lead_states(conn, namespace, channel, [lead_id for lead_id in leads if lead_id is not None])
         found += [
             DeadLetter(
                 channel,
@@ -150,15 +149,6 @@ def replay_dead_letters(
     ``queued`` (an earlier replay stopped before its XADD) goes to the stream again; one finished
     otherwise (sent, failed, in doubt...) is left alone. Running it twice queues nothing twice.
     """
-    schema = quoted_schema(namespace)
-    revive = f"""
-        WITH revived AS (
-            UPDATE {schema}.deliveries SET {_REQUEUED}
-             WHERE channel = %(channel)s AND lead_id = ANY(%(ids)s) AND status = 'dead'
-         RETURNING lead_id)
-        SELECT d.lead_id, r.lead_id IS NOT NULL OR d.status = 'queued'
-          FROM {schema}.lead_deliveries d LEFT JOIN revived r ON r.lead_id = d.lead_id
-         WHERE (d.channel = %(channel)s) IS TRUE AND d.lead_id = ANY(%(ids)s)"""
     dead_key = keys.dead_letters(namespace, channel)
     streams.ensure_group(client, namespace, channel, partitions)
     result = ReplayResult()
@@ -168,7 +158,7 @@ def replay_dead_letters(
             lead_id = _lead_of(fields, b"lead")
             if lead_id is not None:
                 by_lead[lead_id].append(entry_id)
-        rows = conn.execute(revive, {"channel": channel, "ids": list(by_lead)}).fetchall()
+        rows = revive_dead(conn, namespace, channel, list(by_lead))
         requeue = [lead_id for lead_id, queued in rows if queued]
         pipe = client.pipeline(transaction=False)
         for lead_id in requeue:
@@ -199,32 +189,6 @@ def purge_dead_letters(client: redis.Redis, namespace: str, channel: str, limit:
 
 
 @dataclass(frozen=True, slots=True)
-class DoubtfulLead:
-    """A lead whose send may or may not have reached the provider."""
-
-    lead_id: int
-    channel: str
-    contact: str
-    provider: str | None
-    error_code: str | None
-    error: str | None
-    attempts: int
-    since: datetime | None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "lead_id": self.lead_id,
-            "channel": self.channel,
-            "contact": self.contact,
-            "provider": self.provider,
-            "error_code": self.error_code,
-            "error": self.error,
-            "attempts": self.attempts,
-            "since": self.since.isoformat() if self.since else None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class Changed:
     """Leads a resend or resolve changed, per channel, and the requested ones it left alone (not in doubt)."""
 
@@ -236,16 +200,6 @@ class Changed:
         return sum(len(ids) for ids in self.lead_ids.values())
 
 
-def _selection(channels: Sequence[str], lead_ids: Sequence[int] | None) -> tuple[str, dict[str, Any]]:
-    """The WHERE clause choosing in-doubt deliveries of ``channels`` (and of ``lead_ids`` when given)."""
-    where = "d.status = 'in_doubt' AND d.channel = ANY(%(channels)s)"
-    params: dict[str, Any] = {"channels": list(channels)}
-    if lead_ids is not None:
-        where += " AND d.lead_id = ANY(%(ids)s)"
-        params["ids"] = list(lead_ids)
-    return where, params
-
-
 def in_doubt(
     conn: psycopg.Connection,
     namespace: str,
@@ -254,19 +208,7 @@ def in_doubt(
     limit: int | None = None,
 ) -> tuple[int, list[DoubtfulLead]]:
     """How many leads are in doubt, and the oldest ``limit`` of them."""
-    schema = quoted_schema(namespace)
-    where, params = _selection(channels, lead_ids)
-    (total,) = conn.execute(
-        f"SELECT count(*) FROM {schema}.deliveries d WHERE {where}", params
-    ).fetchone() or (0,)
-    rows = conn.execute(
-        f"""SELECT d.lead_id, d.channel, l.contact, d.provider, d.error_code, d.error_message, d.attempts,
-                   d.finished_at
-              FROM {schema}.deliveries d JOIN {schema}.leads l ON l.id = d.lead_id
-             WHERE {where} ORDER BY d.finished_at, d.lead_id LIMIT %(limit)s""",
-        {**params, "limit": limit},
-    ).fetchall()
-    return int(total), [DoubtfulLead(*row) for row in rows]
+    return doubtful_leads(conn, namespace, channels, lead_ids, limit)
 
 
 def _changed(rows: list[tuple[int, str]], lead_ids: Sequence[int] | None) -> Changed:
@@ -288,13 +230,7 @@ def resend_in_doubt(
 ) -> Changed:
     """Queue in-doubt leads again (all of ``channels`` when ``lead_ids`` is None): they will be sent,
     perhaps a second time. Leads not in doubt (any more) are left alone."""
-    where, params = _selection(channels, lead_ids)
-    rows = conn.execute(
-        f"UPDATE {quoted_schema(namespace)}.deliveries d SET {_REQUEUED} WHERE {where} "
-        "RETURNING d.lead_id, d.channel",
-        params,
-    ).fetchall()
-    changed = _changed(rows, lead_ids)
+    changed = _changed(requeue_doubtful(conn, namespace, channels, lead_ids), lead_ids)
     for channel, ids in changed.lead_ids.items():
         streams.ensure_group(client, namespace, channel, partitions)
         streams.enqueue(client, namespace, ((channel, lead_id) for lead_id in ids), partitions)
@@ -314,17 +250,7 @@ def resolve_in_doubt(
     ``error_code`` becomes ``operator`` and ``error_message`` says the verdict, the note and why the
     lead was in doubt.
     """
-    where, params = _selection(channels, lead_ids)
-    said = f"resolved as {verdict} by the operator" + (f": {note}" if note else "")
-    rows = conn.execute(
-        f"""UPDATE {quoted_schema(namespace)}.deliveries d
-               SET status = %(verdict)s, finished_at = now(), error_code = 'operator',
-                   error_message = %(said)s || ' (was in doubt: '
-                       || concat_ws(': ', d.error_code, coalesce(d.error_message, 'no answer')) || ')'
-             WHERE {where} RETURNING d.lead_id, d.channel""",
-        {**params, "verdict": verdict, "said": said},
-    ).fetchall()
-    return _changed(rows, lead_ids)
+    return _changed(resolve_doubtful(conn, namespace, channels, lead_ids, verdict, note), lead_ids)
 
 
 # -- requeue -----------------------------------------------------------------------------------
@@ -355,13 +281,8 @@ def requeue(
             in_stream.update(
                 lead_id for _, fields in page if (lead_id := _lead_of(fields, streams.LEAD_FIELD))
             )
-    rows = conn.execute(
-        f"SELECT lead_id FROM {quoted_schema(namespace)}.lead_deliveries "
-        "WHERE channel = %s AND status = 'queued' AND (not_before IS NULL OR not_before <= now()) "
-        "ORDER BY lead_id",
-        (channel,),
-    ).fetchall()
-    missing = [lead_id for (lead_id,) in rows if lead_id not in in_stream]
+    queued = due_queued(conn, namespace, channel)
+    missing = [lead_id for lead_id in queued if lead_id not in in_stream]
     for start in range(0, len(missing), STREAM_PAGE):
         streams.enqueue(
             client,
@@ -369,4 +290,4 @@ def requeue(
             ((channel, lead_id) for lead_id in missing[start : start + STREAM_PAGE]),
             partitions,
         )
-    return RequeueResult(len(rows), len(rows) - len(missing), len(missing))
+    return RequeueResult(len(queued), len(queued) - len(missing), len(missing))

@@ -23,8 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 from leadctl.connections import RedisClient
 from leadctl.queue import streams
 from leadctl.queue.streams import Entry, StreamConsumer, StreamId
-from leadctl.store.deliveries import id_array
-from leadctl.store.migrations import quoted_schema
+from leadctl.store.campaigns import leads_outside
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +50,8 @@ class CampaignSifter:
     ) -> None:
         self.stream = stream
         self.pool = pool
+        self.namespace = namespace
         self.only = only
-        self._others = (
-            f"SELECT id FROM {quoted_schema(namespace)}.leads "
-            "WHERE id = ANY(%s::bigint[]) AND campaign <> ALL(%s)"
-        )
 
     async def sift(self, entries: Sequence[Entry]) -> list[Entry]:
         """The entries to claim; those of other campaigns are passed over, and a partition where one
@@ -76,5 +72,4 @@ class CampaignSifter:
         if not lead_ids:
             return set()
         async with self.pool.connection() as conn:
-            cur = await conn.execute(self._others, (id_array(lead_ids), list(self.only.campaigns)))
-            return {row[0] for row in await cur.fetchall()}
+            return await leads_outside(conn, self.namespace, lead_ids, self.only.campaigns)

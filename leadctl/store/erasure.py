@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from leadctl.compliance.pseudonym import namespace_salt_sql, sql_digest
 from leadctl.store.migrations import quoted_schema
+from leadctl.store.pseudonyms import namespace_salt_sql, sql_digest
 
 
 @dataclass(frozen=True, slots=True)

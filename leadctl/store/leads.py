@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import orjson
 import psycopg
 
-from leadctl.compliance.pseudonym import namespace_salt_sql, sql_digest
 from leadctl.records import Lead
 from leadctl.store.migrations import quoted_schema
+from leadctl.store.pseudonyms import namespace_salt_sql, sql_digest
 
 COPY_COLUMNS = ("channel", "contact", "name", "phone", "email", "fields", "campaign", "source_line")
 """The staging table's columns, in the order of ``record_copy``'s fields."""

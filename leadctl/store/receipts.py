@@ -1,28 +1,67 @@
 """Delivery receipts and opt-outs from provider webhooks, written in batches (one statement each).
 
+Receipt statuses, in the order a message goes through them (``RANK``): ``sent`` < ``delivered`` <
+``undelivered`` / ``bounced`` < ``read``. A later receipt never moves a delivery back (a late
+``sent`` leaves ``delivered`` alone); a failure after ``delivered`` wins (an email bounced after
+its server took it), and ``read`` wins over everything (the person saw it).
+
 A batch of events updates ``deliveries`` by provider message id (SendGrid's by lead id: one of its
-message ids covers a whole request), never moving a delivery back in the order of
-leadctl.webhooks.events.RANK, so duplicates and out-of-order receipts end in the right state.
-Receipts that match no delivery are kept in ``webhook_events``: often the provider's callback
-beat the worker's own record of the send, so ``reconcile`` applies them again for a while (and
-deletes those that found their delivery). Opt-outs add their contact to the suppression list,
-with the event's time and the evidence, and keep the event itself in ``webhook_events`` (once:
-a provider's duplicate of it adds nothing).
+message ids covers a whole request), never moving a delivery back in that order, so duplicates
+and out-of-order receipts end in the right state. Receipts that match no delivery are kept in
+``webhook_events``: often the provider's callback beat the worker's own record of the send, so
+``reconcile`` applies them again for a while (and deletes those that found their delivery).
+Opt-outs add their contact to the suppression list, with the event's time and the evidence, and
+keep the event itself in ``webhook_events`` (once: a provider's duplicate of it adds nothing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 import orjson
 import psycopg
 
 from leadctl.store.migrations import quoted_schema
-from leadctl.webhooks.events import RANK, Event, Receipt
+
+RANK: dict[str, int] = {"sent": 1, "delivered": 2, "undelivered": 3, "bounced": 3, "read": 4}
+"""Receipt statuses in the order a delivery goes through them (a lower one never overwrites)."""
 
 RECONCILE_WINDOW_S = 300
 """How long an unmatched receipt is retried: the time a worker may take to record its send."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A delivery status for the message ``message_id`` (and, when the provider echoes it, ``lead_id``)."""
+
+    provider: str
+    message_id: str
+    status: str
+    at: datetime
+    lead_id: int | None = None
+    error: str | None = None
+    contact: str | None = None
+    channel: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut:
+    """A person asking not to be messaged, with the evidence."""
+
+    provider: str
+    contact: str
+    channel: str
+    at: datetime
+    evidence: str
+    message_id: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+Event = Receipt | OptOut
 
 
 def _rank(column: str) -> str:

@@ -1,9 +1,5 @@
-"""Provider webhook bodies -> delivery receipts and opt-outs, in one vocabulary.
-
-Receipt statuses, in the order a message goes through them: ``sent`` < ``delivered`` <
-``undelivered`` / ``bounced`` < ``read``. A later receipt never moves a delivery back (a late
-``sent`` leaves ``delivered`` alone); a failure after ``delivered`` wins (an email bounced after
-its server took it), and ``read`` wins over everything (the person saw it).
+"""Provider webhook bodies -> delivery receipts and opt-outs, in one vocabulary (the records of
+leadctl.store.receipts, which ranks the receipt statuses).
 
 Opt-outs come from inbound replies that are an opt-out keyword, Twilio's own opt-out handling
 (``OptOutType=STOP`` on an inbound message, error 21610 on a status), WhatsApp's marketing
@@ -14,13 +10,11 @@ unsubscribe, spam report and hard bounce.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from leadctl.compliance.optout import OptOutKeywords
-
-RANK: dict[str, int] = {"sent": 1, "delivered": 2, "undelivered": 3, "bounced": 3, "read": 4}
+from leadctl.store.receipts import Event, OptOut, Receipt
 
 _TWILIO = {"sent": "sent", "delivered": "delivered", "read": "read", "undelivered": "undelivered"}
 _TWILIO |= {"failed": "undelivered"}
@@ -41,37 +35,6 @@ _SENDGRID_OPT_OUT = {
 }
 _TWILIO_OPTED_OUT = "21610"
 _META_OPTED_OUT = 131050
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """A delivery status for the message ``message_id`` (and, when the provider echoes it, ``lead_id``)."""
-
-    provider: str
-    message_id: str
-    status: str
-    at: datetime
-    lead_id: int | None = None
-    error: str | None = None
-    contact: str | None = None
-    channel: str | None = None
-    payload: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class OptOut:
-    """A person asking not to be messaged, with the evidence."""
-
-    provider: str
-    contact: str
-    channel: str
-    at: datetime
-    evidence: str
-    message_id: str | None = None
-    payload: Mapping[str, Any] = field(default_factory=dict)
-
-
-Event = Receipt | OptOut
 
 
 def _now() -> datetime:

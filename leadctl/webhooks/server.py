@@ -41,10 +41,9 @@ from leadctl.compliance.optout import OptOutKeywords
 from leadctl.config import Settings
 from leadctl.connections import Endpoints, open_async_pool
 from leadctl.errors import ConfigError
-from leadctl.store.receipts import RECONCILE_WINDOW_S, ReceiptStore
+from leadctl.store.receipts import RECONCILE_WINDOW_S, Event, OptOut, ReceiptStore
 from leadctl.webhooks import events as parse
 from leadctl.webhooks import signatures
-from leadctl.webhooks.events import Event, OptOut
 
 log = logging.getLogger("leadctl.webhooks")
 
