@@ -1,10 +1,10 @@
 """One exception hierarchy; each error knows the exit code the CLI turns it into (leadctl.cli)::
 
-    LeadctlError                 exit 1: the job ran but some leads failed or were rejected
-    ├── UsageError               exit 2: bad input, option or configuration
-    │   ├── ConfigError              the configuration file or an environment override is invalid
-    │   └── InputError               an input file is missing, unreadable or unusable as a whole
-    └── DependencyError          exit 3: Redis, PostgreSQL or a provider's authentication is unreachable
+LeadctlError                 exit 1: the job ran but some leads failed or were rejected
+├── UsageError               exit 2: bad input, option or configuration
+│   ├── ConfigError              the configuration file or an environment override is invalid
+│   └── InputError               an input file is missing, unreadable or unusable as a whole
+└── DependencyError          exit 3: Redis, PostgreSQL or a provider's authentication is unreachable
 """
 
 from __future__ import annotations
