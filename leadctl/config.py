@@ -518,7 +518,7 @@ def config_path(explicit: Path | None, environ: Mapping[str, str] | None = None)
     return local if local.is_file() else None
 
 
-_REMOVED: dict[tuple[str, ...], str] = {
+REMOVED_KEYS: dict[tuple[str, ...], str] = {
     ("batch", "size"): "use worker.batch_size (the stream entries a worker reads at a time)",
     ("batch", "interval_s"): (
         "workers wait on the stream instead of polling (worker.block_ms); "
@@ -534,8 +534,8 @@ def _describe(error: ValidationError) -> str:
     problems = error.errors()
     for problem in problems:
         path = tuple(str(p) for p in problem["loc"])
-        if problem["type"] == "extra_forbidden" and path in _REMOVED:
-            return f"{'.'.join(path)} was removed: {_REMOVED[path]}"
+        if problem["type"] == "extra_forbidden" and path in REMOVED_KEYS:
+            return f"{'.'.join(path)} was removed: {REMOVED_KEYS[path]}"
     first = problems[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     return f"{where}: {first['msg']}"
