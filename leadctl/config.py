@@ -4,6 +4,15 @@ Where the file comes from: ``--config PATH``, else ``$LEADCTL_CONFIG``, else ``.
 built-in defaults. ``LEADCTL_REDIS_URL``, ``LEADCTL_DATABASE_URL``, ``LEADCTL_NAMESPACE``,
 ``LEADCTL_DEFAULT_REGION`` and ``LEADCTL_DATA_DIR`` override their keys; any other key is
 ``LEADCTL_SECTION__KEY`` (``LEADCTL_PROVIDERS__TWILIO__AUTH_TOKEN`` -> ``providers.twilio.auth_token``).
+
+This is the bottom layer: it imports nothing of leadctl but its errors. The values a setting holds
+in a small language of its own (a send window's ``allow`` and ``days``, a frequency cap, a time
+zone name) are parsed here, once, and leadctl.compliance builds on these parsers.
+
+"Batch" names one thing: ``leadctl batch``, the scheduled (cron) run, configured in ``batch``. A
+``batch_size`` elsewhere is how many items one step takes at a time (``worker.batch_size``: entries
+per stream read; ``ingest.batch_size``: rows per writer transaction; ``webhooks.batch_size``: events
+per write).
 """
 
 from __future__ import annotations
@@ -11,8 +20,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -30,6 +42,109 @@ _NAMED_ENV = {
     "LEADCTL_DEFAULT_REGION": ("default_region",),
     "LEADCTL_DATA_DIR": ("data_dir",),
 }
+
+
+# --- Values parsed from the configuration (leadctl.compliance builds on them) ---
+
+DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HHMM = re.compile(r"^\s*([01]?\d|2[0-4]):([0-5]\d)\s*-\s*([01]?\d|2[0-4]):([0-5]\d)\s*$")
+
+
+def parse_allow(text: str) -> tuple[int, int]:
+    """'09:00-20:00' -> (540, 1200), minutes after midnight; ValueError when malformed or empty."""
+    found = _HHMM.match(text)
+    if not found:
+        raise ValueError(f"allow must look like 09:00-20:00, not {text!r}")
+    start = int(found.group(1)) * 60 + int(found.group(2))
+    end = int(found.group(3)) * 60 + int(found.group(4))
+    if not 0 <= start < end <= 24 * 60:
+        raise ValueError(f"allow {text!r}: the start must come before the end, within one day")
+    return start, end
+
+
+def parse_days(text: str) -> frozenset[int]:
+    """'mon-sat', 'mon,wed,fri', 'all' or 'mon-fri,sun' -> weekday numbers (Monday is 0)."""
+    days: set[int] = set()
+    for part in (p.strip().lower() for p in text.split(",")):
+        if part in ("all", "every", "daily"):
+            days.update(range(7))
+            continue
+        first, _, last = part.partition("-")
+        if first not in DAYS or (last and last not in DAYS):
+            raise ValueError(f"days must be like mon-sat or mon,wed,fri, not {text!r}")
+        a, b = DAYS.index(first), DAYS.index(last or first)
+        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
+    if not days:
+        raise ValueError("days names no day")
+    return frozenset(days)
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo | None:
+    """The IANA zone called ``name``, or None when there is no such zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+_SECONDS = {
+    "second": 1,
+    "minute": 60,
+    "hour": 3600,
+    "day": 86400,
+    "week": 7 * 86400,
+    "month": 30 * 86400,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 7 * 86400,
+}
+_CAP = re.compile(r"^(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day|week|month|s|m|h|d|w)s?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """A frequency cap: ``limit`` messages per ``window_s`` seconds."""
+
+    limit: int
+    window_s: int
+
+
+def parse_cap(text: str) -> Cap:
+    """'3/week', '2/day', '10/30d', '5/12h' -> Cap; ValueError otherwise (a month is 30 days)."""
+    found = _CAP.match(text.strip().lower())
+    if found and int(found.group(1)) >= 1 and int(found.group(2) or 1) >= 1:
+        return Cap(int(found.group(1)), int(found.group(2) or 1) * _SECONDS[found.group(3)])
+    raise ValueError(f"cap must look like 3/week, 2/day or 10/30d, not {text!r}")
+
+
+DEFAULT_OPTOUT_KEYWORDS: tuple[str, ...] = (
+    # English (the carriers' and Twilio's standard set)
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "OPTOUT",
+    "REVOKE",
+    # Portuguese
+    "SAIR",
+    "PARE",
+    "PARAR",
+    "CANCELAR",
+    "DESCADASTRAR",
+    "DESCADASTRE",
+    "DESINSCREVER",
+    "REMOVER",
+    "NAO QUERO",
+)
+"""``optout.keywords`` when the configuration names none."""
+
+
+# --- The settings ---
 
 
 class _Section(BaseModel):
@@ -164,10 +279,11 @@ class WorkerSettings(_Section):
 
 
 class BatchSettings(_Section):
-    size: int = Field(1000, ge=1)
-    interval_s: int = Field(15, ge=1)
-    parallel: int = Field(5, ge=1)
+    """`leadctl batch`, the scheduled (cron) run; how it reads and sends is ``worker`` and ``channels``."""
+
     max_seconds: int = Field(14 * 60, ge=1)
+    """The run's time budget: it stops then and leaves the rest queued (14 minutes: it ends before
+    the next 15-minute run)."""
 
 
 class IngestSettings(_Section):
@@ -199,16 +315,12 @@ class QuietHours(_Section):
     @field_validator("allow")
     @classmethod
     def _allow(cls, value: str) -> str:
-        from leadctl.compliance.windows import parse_allow
-
         parse_allow(value)
         return value
 
     @field_validator("days")
     @classmethod
     def _days(cls, value: str) -> str:
-        from leadctl.compliance.windows import parse_days
-
         parse_days(value)
         return value
 
@@ -239,8 +351,6 @@ class ComplianceSettings(_Section):
     @field_validator("default_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        from leadctl.compliance.windows import zone
-
         if zone(value) is None:
             raise ValueError(f"unknown time zone {value!r} (an IANA name such as America/Sao_Paulo)")
         return value
@@ -248,8 +358,6 @@ class ComplianceSettings(_Section):
     @field_validator("caps")
     @classmethod
     def _caps(cls, value: dict[str, str]) -> dict[str, str]:
-        from leadctl.compliance.caps import parse_cap
-
         for cap in value.values():
             parse_cap(cap)
         return value
@@ -276,15 +384,9 @@ class ComplianceSettings(_Section):
 class OptOutSettings(_Section):
     """Inbound replies that suppress their sender (leadctl.compliance.optout)."""
 
-    keywords: list[str] = Field(default_factory=lambda: list(_optout_defaults()))
+    keywords: list[str] = Field(default_factory=lambda: list(DEFAULT_OPTOUT_KEYWORDS))
     scope: Literal["channel", "all"] = "channel"
     """Suppress the contact on the channel it replied on, or on every channel."""
-
-
-def _optout_defaults() -> tuple[str, ...]:
-    from leadctl.compliance.optout import DEFAULT_KEYWORDS
-
-    return DEFAULT_KEYWORDS
 
 
 class WebhookSettings(_Section):
@@ -416,8 +518,25 @@ def config_path(explicit: Path | None, environ: Mapping[str, str] | None = None)
     return local if local.is_file() else None
 
 
+REMOVED_KEYS: dict[tuple[str, ...], str] = {
+    ("batch", "size"): "use worker.batch_size (the stream entries a worker reads at a time)",
+    ("batch", "interval_s"): (
+        "workers wait on the stream instead of polling (worker.block_ms); "
+        "repeat `leadctl batch` with cron or --every"
+    ),
+    ("batch", "parallel"): "use channels.<channel>.workers (a run drains its channels in parallel)",
+}
+"""Keys that once were settings but did nothing: what to use instead."""
+
+
 def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
+    """The first problem as ``key: message``; a removed key says what replaced it."""
+    problems = error.errors()
+    for problem in problems:
+        path = tuple(str(p) for p in problem["loc"])
+        if problem["type"] == "extra_forbidden" and path in REMOVED_KEYS:
+            return f"{'.'.join(path)} was removed: {REMOVED_KEYS[path]}"
+    first = problems[0]
     where = ".".join(str(p) for p in first["loc"]) or "(top level)"
     return f"{where}: {first['msg']}"
 

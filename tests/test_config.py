@@ -20,7 +20,7 @@ def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     settings = load_settings(environ={})
     assert settings.namespace == "leadctl"
     assert settings.redis.url is None and settings.database.url is None
-    assert settings.batch.size == 1000 and settings.database.pool_size == 50
+    assert settings.worker.batch_size == 1000 and settings.database.pool_size == 50  # the design's
     assert settings.database.connect_timeout_ms == 5000
     assert set(settings.channels) == {"sms", "whatsapp", "email"}
 
@@ -79,6 +79,35 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, text: str, message: str) -
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("size", "use worker.batch_size"),
+        ("interval_s", "worker.block_ms"),
+        ("parallel", "use channels.<channel>.workers"),
+    ],
+)
+def test_removed_batch_keys_say_what_replaced_them(tmp_path: Path, key: str, hint: str) -> None:
+    """batch.size, batch.interval_s and batch.parallel did nothing; a config still holding one is
+    refused, from the file or the environment, in one line naming the key and its replacement."""
+    path = write(tmp_path / "old.yaml", f"batch:\n  max_seconds: 600\n  {key}: 5\n")
+    with pytest.raises(ConfigError) as from_file:
+        load_settings(path, environ={})
+    empty = write(tmp_path / "empty.yaml", "{}\n")
+    with pytest.raises(ConfigError) as from_env:
+        load_settings(empty, environ={f"LEADCTL_BATCH__{key.upper()}": "5"})
+    for error in (from_file, from_env):
+        message = str(error.value)
+        assert f"batch.{key} was removed: " in message and hint in message and "\n" not in message
+    assert "batch.sizes: Extra inputs are not permitted" in _error(tmp_path, "batch:\n  sizes: 5\n")
+
+
+def _error(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path / "any.yaml", text), environ={})
+    return str(info.value)
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml", environ={})
@@ -87,5 +116,6 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_shipped_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     shipped = Path(__file__).parent.parent / "configs" / "leadctl.yaml"
     settings = load_settings(shipped, environ={})
-    assert settings.channel("sms").workers == 20 and settings.batch.parallel == 5
+    assert settings.channel("sms").workers == 20 and settings.worker.batch_size == 1000
+    assert settings.batch.max_seconds == 14 * 60
     assert settings.alerts.queue_size == 10_000

@@ -6,33 +6,18 @@ two hosts can never both take the last slot. Key names hold a salted hash of the
 contact itself (leadctl.compliance.pseudonym), under the scope's hash tag (one slot on a cluster).
 
 A reservation is made when the send is claimed and is not given back if the send then fails: a cap
-errs towards fewer messages, never more.
+errs towards fewer messages, never more. The cap itself (``compliance.caps``: ``3/week``) is parsed
+with the configuration (leadctl.config.parse_cap).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from leadctl.config import Cap
 from leadctl.queue import keys
-
-_SECONDS = {
-    "second": 1,
-    "minute": 60,
-    "hour": 3600,
-    "day": 86400,
-    "week": 7 * 86400,
-    "month": 30 * 86400,
-    "s": 1,
-    "m": 60,
-    "h": 3600,
-    "d": 86400,
-    "w": 7 * 86400,
-}
-_CAP = re.compile(r"^(\d+)\s*/\s*(\d*)\s*(second|minute|hour|day|week|month|s|m|h|d|w)s?$")
 
 _RESERVE = """
 local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -52,22 +37,6 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Cap:
-    """``limit`` messages per ``window_s`` seconds."""
-
-    limit: int
-    window_s: int
-
-
-def parse_cap(text: str) -> Cap:
-    """'3/week', '2/day', '10/30d', '5/12h' -> Cap; ValueError otherwise (a month is 30 days)."""
-    found = _CAP.match(text.strip().lower())
-    if found and int(found.group(1)) >= 1 and int(found.group(2) or 1) >= 1:
-        return Cap(int(found.group(1)), int(found.group(2) or 1) * _SECONDS[found.group(3)])
-    raise ValueError(f"cap must look like 3/week, 2/day or 10/30d, not {text!r}")
 
 
 class CapCounter:

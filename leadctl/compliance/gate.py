@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from leadctl.compliance.caps import CapCounter, parse_cap
+from leadctl.compliance.caps import CapCounter
 from leadctl.compliance.pseudonym import caps_salt, contact_digest
-from leadctl.compliance.windows import Window, next_allowed, zone, zones_for
-from leadctl.config import Settings
+from leadctl.compliance.windows import Window, next_allowed, zones_for
+from leadctl.config import Settings, parse_cap, zone
 from leadctl.connections import AsyncRedisClient
 from leadctl.queue.deferred import DelayedLeads
 from leadctl.store.deferrals import Deferrals, Held

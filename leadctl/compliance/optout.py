@@ -2,7 +2,8 @@
 
 A reply opts out when, ignoring case, accents, surrounding spaces and punctuation, it is exactly
 one of the keywords (as carriers and Twilio's Advanced Opt-Out read them: "Pare!" and " sair "
-opt out; "não pare de mandar" does not).
+opt out; "não pare de mandar" does not). The keywords are ``optout.keywords``, by default
+leadctl.config.DEFAULT_OPTOUT_KEYWORDS.
 """
 
 from __future__ import annotations
@@ -10,28 +11,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-
-DEFAULT_KEYWORDS: tuple[str, ...] = (
-    # English (the carriers' and Twilio's standard set)
-    "STOP",
-    "STOPALL",
-    "UNSUBSCRIBE",
-    "CANCEL",
-    "END",
-    "QUIT",
-    "OPTOUT",
-    "REVOKE",
-    # Portuguese
-    "SAIR",
-    "PARE",
-    "PARAR",
-    "CANCELAR",
-    "DESCADASTRAR",
-    "DESCADASTRE",
-    "DESINSCREVER",
-    "REMOVER",
-    "NAO QUERO",
-)
 
 _EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 

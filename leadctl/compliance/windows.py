@@ -13,54 +13,26 @@ is coarse for Brazil (area code 81 is listed as Noronha only, though Recife is a
 as Manaus, though Pará keeps Brasília time), so a Brazilian number's candidates always include
 Brasília time too. When the candidates share no open hour at all (a toll-free number listed in
 every North American zone), the default zone decides.
+
+The settings' own values (``allow``, ``days``, a zone's name) are parsed in leadctl.config, which
+validates them with the rest of the configuration.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_HHMM = re.compile(r"^\s*([01]?\d|2[0-4]):([0-5]\d)\s*-\s*([01]?\d|2[0-4]):([0-5]\d)\s*$")
+from leadctl.config import parse_allow, parse_days, zone
+
 _UNKNOWN_ZONE = "Etc/Unknown"
 _LEGAL_TIME = {55: "America/Sao_Paulo"}
 """Countries whose per-area-code zone data is coarse: their legal time joins every number's candidates."""
 _MAX_STEPS = 16
-
-
-def parse_allow(text: str) -> tuple[int, int]:
-    """'09:00-20:00' -> (540, 1200), minutes after midnight; ValueError when malformed or empty."""
-    found = _HHMM.match(text)
-    if not found:
-        raise ValueError(f"allow must look like 09:00-20:00, not {text!r}")
-    start = int(found.group(1)) * 60 + int(found.group(2))
-    end = int(found.group(3)) * 60 + int(found.group(4))
-    if not 0 <= start < end <= 24 * 60:
-        raise ValueError(f"allow {text!r}: the start must come before the end, within one day")
-    return start, end
-
-
-def parse_days(text: str) -> frozenset[int]:
-    """'mon-sat', 'mon,wed,fri', 'all' or 'mon-fri,sun' -> weekday numbers (Monday is 0)."""
-    days: set[int] = set()
-    for part in (p.strip().lower() for p in text.split(",")):
-        if part in ("all", "every", "daily"):
-            days.update(range(7))
-            continue
-        first, _, last = part.partition("-")
-        if first not in DAYS or (last and last not in DAYS):
-            raise ValueError(f"days must be like mon-sat or mon,wed,fri, not {text!r}")
-        a, b = DAYS.index(first), DAYS.index(last or first)
-        days.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
-    if not days:
-        raise ValueError("days names no day")
-    return frozenset(days)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,15 +84,6 @@ def next_allowed(
         moment = max(window.next_open(moment.astimezone(zone)).astimezone(UTC) for zone in closed)
     opening = window.next_open(now.astimezone(fallback)).astimezone(UTC)
     return None if opening == now else opening
-
-
-@lru_cache(maxsize=512)
-def zone(name: str) -> ZoneInfo | None:
-    """The IANA zone called ``name``, or None when there is no such zone."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 def zones_for(contact: str, fields: Mapping[str, Any], field: str, default: ZoneInfo) -> tuple[ZoneInfo, ...]:

@@ -1,5 +1,9 @@
 """`leadctl batch`: the cron job that drains the queues within a time budget, one run at a time.
 
+This is what "batch" means in leadctl: the scheduled run. Its budget is ``batch.max_seconds``
+(``--max-seconds``); it drains every busy channel in parallel with ``channels.<ch>.workers`` worker
+processes each (``--workers``), which read and send as ``leadctl work`` does (``worker.*``).
+
 A run takes a lease in Redis (SET NX PX, renewed while it works, released at the end), so two
 overlapping runs never process together: the second finds the lock taken and exits at once.
 

@@ -20,8 +20,7 @@ import pytest
 import redis
 import yaml
 
-from leadctl.compliance.windows import DAYS
-from leadctl.config import Settings, load_settings
+from leadctl.config import DAYS, Settings, load_settings
 from leadctl.connections import Endpoints, open_postgres
 from leadctl.local.sandbox.callbacks import SANDBOX_SENDGRID_PUBLIC_KEY
 from leadctl.local.sandbox.server import (

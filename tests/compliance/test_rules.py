@@ -6,10 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from leadctl.compliance.caps import Cap, parse_cap
-from leadctl.compliance.optout import DEFAULT_KEYWORDS, OptOutKeywords
-from leadctl.compliance.windows import Window, next_allowed, parse_days, zone, zones_for
-from leadctl.config import Settings
+from leadctl.compliance.optout import OptOutKeywords
+from leadctl.compliance.windows import Window, next_allowed, zones_for
+from leadctl.config import DEFAULT_OPTOUT_KEYWORDS, Cap, Settings, parse_cap, parse_days, zone
 from leadctl.errors import ConfigError
 from leadctl.webhooks import signatures
 
@@ -83,7 +82,7 @@ def test_several_zones_allow_only_their_common_hours() -> None:
 
 
 def test_opt_out_keywords() -> None:
-    keywords = OptOutKeywords(DEFAULT_KEYWORDS)
+    keywords = OptOutKeywords(DEFAULT_OPTOUT_KEYWORDS)
     for text in (
         "STOP",
         "stop",
