@@ -1,9 +1,44 @@
-"""The records that flow from a lead file to the queue: an accepted Lead or a rejected row."""
+"""The records that flow through leadctl: an accepted Lead or a rejected row from a lead file, and
+the statuses a lead's send goes through.
+
+Statuses are StrEnums: each member is its own lower-case name as a ``str``, so SQL parameters,
+Redis fields and JSON values are the same text as before they were typed. A dict key headed for
+``orjson`` must be the plain ``str`` (``status.value``): orjson takes no str subclass as a key.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+
+class Status(StrEnum):
+    """Where a lead's send stands: the ``status`` of its ``deliveries`` row (a lead without a row is
+    QUEUED), as ``store.deliveries`` describes; DEFERRED and CAPPED are only counted in a worker's
+    report (the send gate gave the lead back: its row is QUEUED with a ``not_before``, or SUPPRESSED).
+    """
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    DEAD = "dead"
+    IN_DOUBT = "in_doubt"
+    SUPPRESSED = "suppressed"
+    DEFERRED = "deferred"
+    CAPPED = "capped"
+
+
+class ReceiptStatus(StrEnum):
+    """What a provider's delivery receipt says of a sent message (``deliveries.delivery_status``),
+    in the order a message goes through them: SENT < DELIVERED < UNDELIVERED / BOUNCED < READ."""
+
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    BOUNCED = "bounced"
+    READ = "read"
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ from leadctl.local.namespaces import purge_namespace
 from leadctl.local.sandbox.server import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, SandboxProcess
 from leadctl.local.services import resolve_endpoints
 from leadctl.queue import keys, streams
-from leadctl.records import Lead
+from leadctl.records import Lead, Status
 from leadctl.send.metrics import FLUSH_EVERY_S, MetricsRecorder
 from leadctl.send.supervisor import PoolSpec, Supervisor
 from leadctl.store.deliveries import Outcome
@@ -100,7 +100,11 @@ async def recorder_cost(settings: Settings, endpoints: Endpoints, flush_every_s:
     recorder = MetricsRecorder(client, namespace, "sms", flush_every_s=flush_every_s)
     outcomes = [
         Outcome(
-            i, "sent" if i % 20 else "failed", "bench", campaign=f"c{i % 3}", extra_attempts=int(i % 7 == 0)
+            i,
+            Status.SENT if i % 20 else Status.FAILED,
+            "bench",
+            campaign=f"c{i % 3}",
+            extra_attempts=int(i % 7 == 0),
         )
         for i in range(50)
     ]

@@ -11,7 +11,6 @@ no window and no cap has an inactive gate: no statement, no round trip, no trans
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,11 +37,6 @@ class Verdict:
     send: list[ClaimedLead]
     deferred: list[Held] = field(default_factory=list)
     skipped: list[Held] = field(default_factory=list)
-
-    def counts(self) -> Counter[str]:
-        """For the worker's report: ``deferred`` and ``capped`` (skipped by a cap)."""
-        counts = {"deferred": len(self.deferred), "capped": len(self.skipped)}
-        return Counter({name: n for name, n in counts.items() if n})
 
 
 class SendGate:

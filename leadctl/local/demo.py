@@ -17,6 +17,7 @@ from leadctl.ingest.pipeline import Ingestor
 from leadctl.local.namespaces import purge_namespace
 from leadctl.local.sandbox.server import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN, sandbox_in_thread
 from leadctl.ops.stats import channel_stats
+from leadctl.records import Status
 from leadctl.send.supervisor import PoolSpec, Supervisor
 
 DEMO_NAMESPACE = "demo"
@@ -66,7 +67,7 @@ def run_demo(
         results = Supervisor(demo, endpoints, pools, burst=True).run()
         unsent = sum(r.unsent for r in results.values())
         for channel, result in results.items():
-            sent = result.statuses.get("sent", 0)
+            sent = result.statuses.get(Status.SENT, 0)
             say(f"{channel}: sent {sent} with {workers} workers in {result.seconds:.1f}s")
         figures = channel_stats(client, conn, DEMO_NAMESPACE)
         stats = sandbox.stats()

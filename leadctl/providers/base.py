@@ -13,9 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from enum import StrEnum
+from typing import Any, Protocol
 
-ErrorKind = Literal["permanent", "transient", "in_doubt"]
+
+class ErrorKind(StrEnum):
+    """How a send failed (module doc): what the worker does next."""
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    IN_DOUBT = "in_doubt"
+
 
 AUTH_ERROR = "auth"
 """The ``code`` of a ProviderError meaning our credentials were refused: no lead is at fault, so the
@@ -61,14 +69,14 @@ class ProviderError(Exception):
         opted_out: bool = False,
     ) -> None:
         super().__init__(message)
-        self.kind: ErrorKind = kind
+        self.kind = kind
         self.message = message
         self.code = code
         self.retry_after = retry_after
         self.opted_out = opted_out
 
     def __repr__(self) -> str:
-        return f"ProviderError({self.kind!r}, {self.message!r}, code={self.code!r})"
+        return f"ProviderError({str(self.kind)!r}, {self.message!r}, code={self.code!r})"
 
 
 def lead_fields(message: Message, names: Sequence[str]) -> list[str]:
@@ -81,7 +89,9 @@ def lead_fields(message: Message, names: Sequence[str]) -> list[str]:
         value = message.fields.get(name)
         if value is None or value == "":
             raise ProviderError(
-                "permanent", f"the template needs lead field {name!r}, which is empty", code="template_field"
+                ErrorKind.PERMANENT,
+                f"the template needs lead field {name!r}, which is empty",
+                code="template_field",
             )
         values.append(str(value))
     return values

@@ -25,7 +25,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from leadctl.config import Settings
-from leadctl.providers.base import AUTH_ERROR, Message, Provider, ProviderError, SendResult
+from leadctl.providers.base import AUTH_ERROR, ErrorKind, Message, Provider, ProviderError, SendResult
 from leadctl.providers.breaker import CircuitBreaker
 from leadctl.providers.ratelimit import Throttle, sender_of, throttle_for
 from leadctl.providers.registry import create_provider
@@ -83,7 +83,7 @@ class ProviderChain:
             except ProviderError as exc:
                 call.in_request = False
                 await self._note_error(route, exc)
-                if exc.kind != "transient":
+                if exc.kind != ErrorKind.TRANSIENT:
                     raise
                 error = exc
                 continue
@@ -94,7 +94,7 @@ class ProviderChain:
             raise error
         closed_in = min(max(route.breaker.retry_in(), route.throttle.paused_for()) for route in self.routes)
         raise ProviderError(
-            "transient",
+            ErrorKind.TRANSIENT,
             f"no provider available ({self.name}): circuits open",
             code=CIRCUIT_OPEN,
             retry_after=closed_in,
@@ -121,10 +121,10 @@ class ProviderChain:
     async def _note_error(route: Route, exc: ProviderError) -> None:
         if exc.code == AUTH_ERROR:
             return
-        if exc.kind == "transient" and exc.retry_after:
+        if exc.kind == ErrorKind.TRANSIENT and exc.retry_after:
             route.breaker.record_success()
             await route.throttle.pause(exc.retry_after)
-        elif exc.kind == "permanent":
+        elif exc.kind == ErrorKind.PERMANENT:
             route.breaker.record_success()
         else:
             route.breaker.record_failure()

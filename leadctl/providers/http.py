@@ -19,7 +19,7 @@ from yarl import URL
 
 from leadctl.config import ProviderSettings
 from leadctl.errors import ConfigError
-from leadctl.providers.base import AUTH_ERROR, ProviderError
+from leadctl.providers.base import AUTH_ERROR, ErrorKind, ProviderError
 
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -71,10 +71,12 @@ async def post(
         async with session.post(url, data=body, headers=headers, timeout=timeout) as response:
             return Reply(response.status, await response.read(), response.headers)
     except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        raise ProviderError("transient", f"cannot connect to {provider}: {exc}") from None
+        raise ProviderError(ErrorKind.TRANSIENT, f"cannot connect to {provider}: {exc}") from None
     except (aiohttp.ClientError, OSError) as exc:  # read timeouts are OSError (TimeoutError) too
         reason = str(exc) or type(exc).__name__
-        raise ProviderError("in_doubt", f"no answer from {provider} after sending: {reason}") from None
+        raise ProviderError(
+            ErrorKind.IN_DOUBT, f"no answer from {provider} after sending: {reason}"
+        ) from None
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
@@ -122,9 +124,9 @@ def classify_status(
     504 is in doubt: a gateway gave up waiting for the provider, exactly like our own read timeout.
     """
     if status in auth_statuses:
-        return ProviderError("permanent", f"{summary} {auth_hint}".rstrip(), code=AUTH_ERROR)
+        return ProviderError(ErrorKind.PERMANENT, f"{summary} {auth_hint}".rstrip(), code=AUTH_ERROR)
     if status == 504:
-        return ProviderError("in_doubt", summary, code=code)
+        return ProviderError(ErrorKind.IN_DOUBT, summary, code=code)
     if status == 429 or status >= 500:
-        return ProviderError("transient", summary, code=code, retry_after=retry_after)
-    return ProviderError("permanent", summary, code=code)
+        return ProviderError(ErrorKind.TRANSIENT, summary, code=code, retry_after=retry_after)
+    return ProviderError(ErrorKind.PERMANENT, summary, code=code)

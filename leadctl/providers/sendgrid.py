@@ -29,7 +29,7 @@ import orjson
 from leadctl.config import ProviderSettings
 from leadctl.masking import mask_email
 from leadctl.providers import http
-from leadctl.providers.base import Message, ProviderError, SendResult
+from leadctl.providers.base import ErrorKind, Message, ProviderError, SendResult
 
 DEFAULT_BASE_URL = "https://api.sendgrid.com"
 MAX_PERSONALIZATIONS = 1000
@@ -73,7 +73,7 @@ class SendGridProvider:
         """POST one email; return its X-Message-Id or raise a classified ProviderError."""
         if message.channel != "email":
             raise ProviderError(
-                "permanent", f"sendgrid cannot send {message.channel!r} messages", code="channel"
+                ErrorKind.PERMANENT, f"sendgrid cannot send {message.channel!r} messages", code="channel"
             )
         content = [{"type": "text/plain", "value": message.body}]
         if message.html:
@@ -102,7 +102,7 @@ class SendGridProvider:
         for index, message in enumerate(messages):
             if message.channel != "email":
                 results[index] = ProviderError(
-                    "permanent", f"sendgrid cannot send {message.channel!r} messages", code="channel"
+                    ErrorKind.PERMANENT, f"sendgrid cannot send {message.channel!r} messages", code="channel"
                 )
                 continue
             size = len(message.body.encode()) + len((message.html or "").encode())
@@ -212,7 +212,7 @@ class SendGridProvider:
     def _message_id(reply: http.Reply) -> str:
         message_id = reply.headers.get("X-Message-Id")
         if not message_id:
-            raise ProviderError("in_doubt", f"sendgrid answered {reply.status} without X-Message-Id")
+            raise ProviderError(ErrorKind.IN_DOUBT, f"sendgrid answered {reply.status} without X-Message-Id")
         return message_id
 
     @staticmethod
@@ -226,7 +226,7 @@ class SendGridProvider:
         return f"sendgrid {status}: {text or f'HTTP {status}'}"
 
     def _permanent(self, status: int, errors: list[dict[str, Any]], contacts: list[str]) -> ProviderError:
-        return ProviderError("permanent", self._summary(status, errors, contacts), code=str(status))
+        return ProviderError(ErrorKind.PERMANENT, self._summary(status, errors, contacts), code=str(status))
 
     def _error(self, reply: http.Reply, contacts: list[str]) -> ProviderError:
         """Classify a non-2xx answer; recipients are masked in the error text."""

@@ -28,14 +28,14 @@ from leadctl.config import ProviderSettings
 from leadctl.errors import ConfigError
 from leadctl.masking import mask_email
 from leadctl.providers import http
-from leadctl.providers.base import AUTH_ERROR, Message, ProviderError, SendResult
+from leadctl.providers.base import AUTH_ERROR, ErrorKind, Message, ProviderError, SendResult
 
 _NO_ANSWER = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError)
 
 
 def _reply_error(exc: aiosmtplib.SMTPResponseException, to: str) -> ProviderError:
     """4xx: try again later; 5xx: refused for good."""
-    kind = "transient" if 400 <= exc.code < 500 else "permanent"
+    kind = ErrorKind.TRANSIENT if 400 <= exc.code < 500 else ErrorKind.PERMANENT
     text = str(exc.message).replace(to, mask_email(to))
     return ProviderError(kind, f"smtp {exc.code}: {text}", code=str(exc.code))
 
@@ -97,7 +97,7 @@ class SmtpProvider:
             return message_id, email.as_bytes(policy=SMTP_POLICY)
         except (ValueError, TypeError) as exc:
             raise ProviderError(
-                "permanent", f"cannot build the email: {exc}", code="invalid_message"
+                ErrorKind.PERMANENT, f"cannot build the email: {exc}", code="invalid_message"
             ) from None
 
     async def _connect(self) -> None:
@@ -105,23 +105,27 @@ class SmtpProvider:
             await self._client.connect(timeout=self._connect_s)
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise ProviderError(
-                "permanent",
+                ErrorKind.PERMANENT,
                 f"smtp {exc.code}: {exc.message} (check providers.{self.name}.username and password)",
                 code=AUTH_ERROR,
             ) from None
         except aiosmtplib.SMTPResponseException as exc:
             if 400 <= exc.code < 500:
-                raise ProviderError("transient", f"smtp server busy: {exc.code} {exc.message}") from None
+                raise ProviderError(
+                    ErrorKind.TRANSIENT, f"smtp server busy: {exc.code} {exc.message}"
+                ) from None
             raise ProviderError(
-                "permanent", f"smtp server refused us: {exc.code} {exc.message}", code=AUTH_ERROR
+                ErrorKind.PERMANENT, f"smtp server refused us: {exc.code} {exc.message}", code=AUTH_ERROR
             ) from None
         except (aiosmtplib.SMTPException, OSError) as exc:
             if _tls_failure(exc):
                 hint = f"(check providers.{self.name}.validate_certs and cert_bundle)"
-                raise ProviderError("permanent", f"smtp TLS failed: {exc} {hint}", code=AUTH_ERROR) from None
+                raise ProviderError(
+                    ErrorKind.PERMANENT, f"smtp TLS failed: {exc} {hint}", code=AUTH_ERROR
+                ) from None
             if isinstance(exc, aiosmtplib.SMTPNotSupported) or type(exc) is aiosmtplib.SMTPException:
-                raise ProviderError("permanent", f"smtp: {exc}", code=AUTH_ERROR) from None
-            raise ProviderError("transient", f"cannot connect to smtp server: {exc}") from None
+                raise ProviderError(ErrorKind.PERMANENT, f"smtp: {exc}", code=AUTH_ERROR) from None
+            raise ProviderError(ErrorKind.TRANSIENT, f"cannot connect to smtp server: {exc}") from None
 
     async def _mail_from(self) -> None:
         """MAIL FROM on the pooled connection, reopening it once if the server had dropped it."""
@@ -139,7 +143,9 @@ class SmtpProvider:
     async def send(self, message: Message) -> SendResult:
         """Deliver one email to the server; return its Message-ID or raise a classified ProviderError."""
         if message.channel != "email":
-            raise ProviderError("permanent", f"smtp cannot send {message.channel!r} messages", code="channel")
+            raise ProviderError(
+                ErrorKind.PERMANENT, f"smtp cannot send {message.channel!r} messages", code="channel"
+            )
         message_id, content = self._content(message)
         async with self._lock:
             try:
@@ -150,29 +156,35 @@ class SmtpProvider:
                     raise _reply_error(exc, message.to) from None
                 hint = f"(check providers.{self.name}.from)"
                 raise ProviderError(
-                    "permanent", f"smtp refused our sender: {exc.code} {exc.message} {hint}", code=AUTH_ERROR
+                    ErrorKind.PERMANENT,
+                    f"smtp refused our sender: {exc.code} {exc.message} {hint}",
+                    code=AUTH_ERROR,
                 ) from None
             except _NO_ANSWER as exc:
-                raise ProviderError("transient", f"smtp connection lost before DATA: {exc}") from None
+                raise ProviderError(ErrorKind.TRANSIENT, f"smtp connection lost before DATA: {exc}") from None
             try:
                 await self._client.rcpt(message.to, timeout=self._read_s)
             except UnicodeEncodeError:
                 await self._reset()
                 raise ProviderError(
-                    "permanent", "the server does not take non-ASCII addresses", code="invalid_address"
+                    ErrorKind.PERMANENT,
+                    "the server does not take non-ASCII addresses",
+                    code="invalid_address",
                 ) from None
             except aiosmtplib.SMTPResponseException as exc:
                 await self._reset()
                 raise _reply_error(exc, message.to) from None
             except _NO_ANSWER as exc:
-                raise ProviderError("transient", f"smtp connection lost before DATA: {exc}") from None
+                raise ProviderError(ErrorKind.TRANSIENT, f"smtp connection lost before DATA: {exc}") from None
             try:
                 response = await self._client.data(content, timeout=self._read_s)
             except aiosmtplib.SMTPResponseException as exc:
                 await self._reset()
                 raise _reply_error(exc, message.to) from None
             except _NO_ANSWER as exc:
-                raise ProviderError("in_doubt", f"no answer from the smtp server after DATA: {exc}") from None
+                raise ProviderError(
+                    ErrorKind.IN_DOUBT, f"no answer from the smtp server after DATA: {exc}"
+                ) from None
         return SendResult(message_id, details={"response": response.message})
 
     async def _reset(self) -> None:

@@ -25,7 +25,7 @@ from leadctl.config import ProviderSettings
 from leadctl.errors import ConfigError
 from leadctl.masking import mask_contact
 from leadctl.providers import http
-from leadctl.providers.base import Message, ProviderError, SendResult, lead_fields
+from leadctl.providers.base import ErrorKind, Message, ProviderError, SendResult, lead_fields
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
 
@@ -87,7 +87,7 @@ class TwilioProvider:
         sender = self._senders.get(message.channel)
         if sender is None:
             raise ProviderError(
-                "permanent", f"twilio cannot send {message.channel!r} messages", code="channel"
+                ErrorKind.PERMANENT, f"twilio cannot send {message.channel!r} messages", code="channel"
             )
         prefix, sender_field = sender
         form = f"To={_form_value(prefix + message.to)}&{sender_field}&{self._content_fields(message)}"
@@ -100,7 +100,7 @@ class TwilioProvider:
                 sid = resource["sid"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 raise ProviderError(
-                    "in_doubt", f"twilio answered {reply.status} without a message sid"
+                    ErrorKind.IN_DOUBT, f"twilio answered {reply.status} without a message sid"
                 ) from None
             segments = resource.get("num_segments")
             count = int(segments) if message.channel == "sms" and str(segments).isdigit() else None
@@ -115,7 +115,7 @@ class TwilioProvider:
         summary = f"twilio {reply.status} {code or '-'}: {text}"
         retry_after = http.retry_after(reply.headers.get("Retry-After"))
         if code == _RATE_LIMITED:
-            return ProviderError("transient", summary, code=code, retry_after=retry_after)
+            return ProviderError(ErrorKind.TRANSIENT, summary, code=code, retry_after=retry_after)
         error = http.classify_status(
             reply.status,
             summary,

@@ -30,7 +30,7 @@ from leadctl.config import ProviderSettings
 from leadctl.errors import ConfigError
 from leadctl.masking import mask_phone
 from leadctl.providers import http
-from leadctl.providers.base import AUTH_ERROR, Message, ProviderError, SendResult, lead_fields
+from leadctl.providers.base import AUTH_ERROR, ErrorKind, Message, ProviderError, SendResult, lead_fields
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 DEFAULT_VERSION = "v23.0"
@@ -84,7 +84,9 @@ class WhatsAppCloudProvider:
         """POST one message; return its wamid or raise a classified ProviderError."""
         if message.channel != "whatsapp":
             raise ProviderError(
-                "permanent", f"whatsapp_cloud cannot send {message.channel!r} messages", code="channel"
+                ErrorKind.PERMANENT,
+                f"whatsapp_cloud cannot send {message.channel!r} messages",
+                code="channel",
             )
         to = message.to.removeprefix("+")
         body = orjson.dumps(self._payload(message, to))
@@ -97,7 +99,7 @@ class WhatsAppCloudProvider:
                 wamid = str(answer["messages"][0]["id"])
             except (KeyError, IndexError, TypeError):
                 raise ProviderError(
-                    "in_doubt", f"whatsapp_cloud answered {reply.status} without a message id"
+                    ErrorKind.IN_DOUBT, f"whatsapp_cloud answered {reply.status} without a message id"
                 ) from None
             contacts = answer.get("contacts") or [None]
             wa_id = _dict(contacts[0]).get("wa_id")
@@ -116,12 +118,12 @@ class WhatsAppCloudProvider:
         summary = f"whatsapp_cloud {reply.status} {code_text or '-'}: {text.replace(to, mask_phone(to))}"
         retry_after = http.retry_after(reply.headers.get("Retry-After"))
         if code == OPTED_OUT:
-            return ProviderError("permanent", summary, code=code_text, opted_out=True)
+            return ProviderError(ErrorKind.PERMANENT, summary, code=code_text, opted_out=True)
         if code in TRANSIENT:
-            return ProviderError("transient", summary, code=code_text, retry_after=retry_after)
+            return ProviderError(ErrorKind.TRANSIENT, summary, code=code_text, retry_after=retry_after)
         if code in STOP:
             hint = f"{summary} (check providers.{self.name}.access_token and the WhatsApp account)"
-            return ProviderError("permanent", hint, code=AUTH_ERROR)
+            return ProviderError(ErrorKind.PERMANENT, hint, code=AUTH_ERROR)
         return http.classify_status(
             reply.status,
             summary,

@@ -19,7 +19,7 @@ import orjson
 from leadctl.config import ProviderSettings
 from leadctl.masking import mask_phone
 from leadctl.providers import http
-from leadctl.providers.base import Message, ProviderError, SendResult
+from leadctl.providers.base import ErrorKind, Message, ProviderError, SendResult
 
 DEFAULT_BASE_URL = "https://api.zenvia.com"
 
@@ -44,7 +44,7 @@ class ZenviaProvider:
         url = self._urls.get(message.channel)
         if url is None:
             raise ProviderError(
-                "permanent", f"zenvia cannot send {message.channel!r} messages", code="channel"
+                ErrorKind.PERMANENT, f"zenvia cannot send {message.channel!r} messages", code="channel"
             )
         to = message.to.removeprefix("+")
         contents = [{"type": "text", "text": message.body}]
@@ -53,7 +53,9 @@ class ZenviaProvider:
         if reply.status < 300:
             message_id = http.json_object(reply.body).get("id")
             if not message_id:
-                raise ProviderError("in_doubt", f"zenvia answered {reply.status} without a message id")
+                raise ProviderError(
+                    ErrorKind.IN_DOUBT, f"zenvia answered {reply.status} without a message id"
+                )
             return SendResult(str(message_id))
         raise self._error(reply, to)
 

@@ -27,6 +27,7 @@ from typing import Any
 from leadctl.config import Settings
 from leadctl.connections import Endpoints
 from leadctl.queue.sifting import CampaignFilter
+from leadctl.records import Status
 from leadctl.send.eventloop import run_loop, settle_collector
 from leadctl.send.worker import WorkerOptions, WorkerReport, run_worker
 
@@ -70,7 +71,7 @@ class PoolReport:
 
     @property
     def unsent(self) -> int:
-        return sum(self.statuses.get(status, 0) for status in ("failed", "dead", "in_doubt"))
+        return sum(self.statuses.get(status, 0) for status in (Status.FAILED, Status.DEAD, Status.IN_DOUBT))
 
 
 def default_name() -> str:

@@ -6,9 +6,13 @@ Three coroutines share one provider session:
   entries of crashed workers), claims their sends in PostgreSQL in one statement, and starts a
   send task per claimed lead, keeping at most ``concurrency`` requests in flight;
 - each send task renders the template and sends it through the channel's providers (shared rate
-  limits, circuit breakers, failover: leadctl.providers.chain), retrying transient errors;
+  limits, circuit breakers, failover: leadctl.providers.chain), retrying transient errors by the
+  channel's retry policy (leadctl.send.retry);
 - the flusher records finished outcomes in PostgreSQL in one statement, then acknowledges their
   entries in one Redis round trip. Nothing is acknowledged before its outcome is recorded.
+
+While Redis or PostgreSQL is away, reading and recording pause and try again (retry.OUTAGE),
+logging one line when the outage starts and one when it ends.
 """
 
 from __future__ import annotations
@@ -21,25 +25,26 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import psycopg
 import redis
 from psycopg_pool import AsyncConnectionPool
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from leadctl.compliance.gate import SendGate
 from leadctl.config import Settings
-from leadctl.connections import AsyncRedisClient, Endpoints, open_async_pool, open_async_redis, redis_outage
+from leadctl.connections import AsyncRedisClient, Endpoints, open_async_pool, open_async_redis
 from leadctl.masking import mask_contact
-from leadctl.providers.base import AUTH_ERROR, Message, ProviderError
+from leadctl.providers.base import AUTH_ERROR, ErrorKind, Message, ProviderError
 from leadctl.providers.chain import Call, ProviderChain, build_chain
 from leadctl.providers.registry import make_session
 from leadctl.queue.sifting import CampaignFilter, CampaignSifter
 from leadctl.queue.streams import Entry, StreamConsumer
+from leadctl.records import Status
 from leadctl.send import heartbeats
 from leadctl.send.metrics import MetricsRecorder
+from leadctl.send.retry import OUTAGE, Attempts, Backoff, RetryPolicy, dependency_outage
 from leadctl.send.segments import segments as count_segments
 from leadctl.send.templates import ChannelTemplate, RenderError
 from leadctl.store.deliveries import ClaimedLead, DeliveryStore, Outcome
@@ -49,10 +54,12 @@ log = logging.getLogger("leadctl.worker")
 HEARTBEAT_S = 2.0
 LATENCY_SAMPLES = 2000
 
-
-def _dependency_error(exc: BaseException) -> bool:
-    """Redis or PostgreSQL away for now: wait and retry."""
-    return isinstance(exc, psycopg.OperationalError) or redis_outage(exc)
+GIVEN_UP: dict[ErrorKind, Status] = {
+    ErrorKind.PERMANENT: Status.FAILED,
+    ErrorKind.IN_DOUBT: Status.IN_DOUBT,
+    ErrorKind.TRANSIENT: Status.DEAD,  # its attempts ran out
+}
+"""The final status of a send whose provider error is not (or no longer) retried."""
 
 
 @contextlib.contextmanager
@@ -61,7 +68,7 @@ def _outages_ignored() -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if not _dependency_error(exc):
+        if not dependency_outage(exc):
             raise
 
 
@@ -89,7 +96,8 @@ class WorkerOptions:
 
 @dataclass(slots=True)
 class WorkerReport:
-    """What one worker did: leads per final status, and entries it read."""
+    """What one worker did: leads per final status (keyed by the plain status names, for JSON), and
+    entries it read."""
 
     consumer: str
     channel: str
@@ -99,6 +107,12 @@ class WorkerReport:
     latencies_ms: list[float] = field(default_factory=list)
     calls: int = 0
 
+    def tally(self, counts: Mapping[Status, int]) -> None:
+        """Count leads per final status."""
+        for status, n in counts.items():
+            if n:
+                self.statuses[status.value] += n
+
     def sample_latency(self, ms: float) -> None:
         """Keep a uniform sample of provider call times (reservoir sampling, bounded memory)."""
         self.calls += 1
@@ -106,10 +120,6 @@ class WorkerReport:
             self.latencies_ms.append(ms)
         elif (slot := random.randrange(self.calls)) < LATENCY_SAMPLES:
             self.latencies_ms[slot] = ms
-
-
-def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, ProviderError) and exc.kind == "transient"
 
 
 def _variables(lead: ClaimedLead) -> dict[str, object]:
@@ -132,6 +142,7 @@ class Worker:
         self.settings = settings
         self.options = options
         self.channel_settings = settings.channel(options.channel)
+        self.retry = RetryPolicy.for_channel(self.channel_settings)
         self.stream = StreamConsumer(
             redis_client, settings.namespace, options.channel, options.consumer, settings.redis.partitions
         )
@@ -188,7 +199,7 @@ class Worker:
 
     async def _reader(self) -> None:
         last_reclaim = 0.0
-        backoff = _Backoff("reading", self._outage)
+        backoff = self._outage.backoff("reading")
         while not self.stop.is_set():
             if self.options.max_leads is not None and self.report.entries >= self.options.max_leads:
                 break
@@ -207,7 +218,7 @@ class Worker:
                 await self._start(entries)
                 backoff.reset()
             except Exception as exc:
-                if not _dependency_error(exc):
+                if not backoff.retries(exc):
                     raise
                 await backoff.wait(exc, self.stop)
         self._reading_finished = True
@@ -231,9 +242,15 @@ class Worker:
         poison += [(by_lead[lead_id], "unknown lead") for lead_id in result.unknown]
         claimed_ids = {c.lead_id for c in result.claimed}
         settled = [by_lead[i] for i in by_lead if i not in claimed_ids and i not in result.unknown]
-        self.report.statuses.update(["in_doubt"] * len(result.in_doubt) + ["dead"] * len(poison))
-        self.report.statuses.update(["suppressed"] * len(result.suppressed))
-        self.report.statuses.update(verdict.counts())  # deferred, capped
+        self.report.tally(
+            {
+                Status.IN_DOUBT: len(result.in_doubt),
+                Status.DEAD: len(poison),
+                Status.SUPPRESSED: len(result.suppressed),
+                Status.DEFERRED: len(verdict.deferred),
+                Status.CAPPED: len(verdict.skipped),
+            }
+        )
         await self.gate.delay(verdict.deferred)  # before their entries are acknowledged
         await self.stream.settle([e.entry_id for e in settled], poison)
         for lead in result.claimed:
@@ -255,7 +272,7 @@ class Worker:
             async with self._slots:
                 outcome = await self._attempt(lead)
         except asyncio.CancelledError:  # stopped before its turn came: certainly not sent
-            outcome = Outcome(lead.lead_id, "queued", extra_attempts=-1)
+            outcome = Outcome.released(lead.lead_id)
         self._in_flight.pop(entry.entry_id, None)
         if outcome.campaign is None:  # the outcomes of sends that went wrong
             outcome = replace(outcome, campaign=lead.campaign)
@@ -269,7 +286,7 @@ class Worker:
         try:
             rendered = self.template.render(variables)
         except RenderError as exc:
-            return Outcome(lead.lead_id, "dead", error_code="template_error", error_message=str(exc))
+            return Outcome.unrenderable(lead.lead_id, str(exc))
         return Message(
             lead.lead_id,
             self.options.channel,
@@ -285,60 +302,35 @@ class Worker:
         if exc.code == AUTH_ERROR:
             self.report.fatal = exc.message
             self.stop.set()
-            return Outcome(lead.lead_id, "queued", extra_attempts=-1)
-        status = {"permanent": "failed", "in_doubt": "in_doubt", "transient": "dead"}[exc.kind]
+            return Outcome.released(lead.lead_id)
+        status = GIVEN_UP[exc.kind]
         log.info("lead %s to %s: %s (%s)", lead.lead_id, mask_contact(lead.contact), status, exc.code)
         outcome = Outcome(lead.lead_id, status, provider, None, exc.code, exc.message, attempts - 1)
         return replace(outcome, opted_out=exc.opted_out)
 
     async def _attempt(self, lead: ClaimedLead, message: Message | Outcome | None = None) -> Outcome:
-        channel = self.channel_settings
         message = self._message(lead) if message is None else message
         if isinstance(message, Outcome):
             return message
-        attempts = 1
+        attempts = Attempts(self.retry)
         call = Call()
         try:
-            try:  # the common case, first try, without the retry machinery's cost
-                result = await self.provider.send(message, call)
-            except ProviderError as first:
-                if not _is_transient(first) or channel.max_attempts < 2:
-                    raise
-                initial, maximum = channel.retry_initial_ms / 1000, channel.retry_max_ms / 1000
-                await asyncio.sleep(_retry_delay(first, 1, initial, maximum))
-                async for attempt in AsyncRetrying(
-                    stop=stop_after_attempt(channel.max_attempts - 1),
-                    wait=_wait(initial, maximum, done=1),
-                    retry=retry_if_exception(_is_transient),
-                    reraise=True,
-                ):
-                    with attempt:
-                        attempts += 1
-                        result = await self.provider.send(message, call)
+            result = await attempts.run(self.provider.send, message, call)
         except asyncio.CancelledError:  # the shutdown grace period ran out
             if not call.in_request:  # waiting for a token or between attempts: certainly not sent
-                return Outcome(lead.lead_id, "queued", extra_attempts=-1)
-            return Outcome(
-                lead.lead_id,
-                "in_doubt",
-                call.provider,
-                None,
-                "shutdown",
-                "stopped while the provider call was in flight",
-                attempts - 1,
-            )
+                return Outcome.released(lead.lead_id)
+            return Outcome.cut_off(lead.lead_id, call.provider, attempts.made - 1)
         except ProviderError as exc:
-            return self._failed(lead, exc, call.provider, attempts)
+            return self._failed(lead, exc, call.provider, attempts.made)
         finally:
             self._observe(call, lead.campaign)
-        return Outcome(
+        return Outcome.sent(
             lead.lead_id,
-            "sent",
             call.provider,
             result.message_id,
-            extra_attempts=attempts - 1,
-            campaign=lead.campaign,
-            segments=self._segments(message, result.segments),
+            attempts.made - 1,
+            lead.campaign,
+            self._segments(message, result.segments),
         )
 
     async def _send_many(self, items: list[tuple[Entry, ClaimedLead]]) -> None:
@@ -363,15 +355,15 @@ class Worker:
                 self.metrics.observe(route.provider.name, lead.campaign, seconds)
                 if (
                     isinstance(answer, ProviderError)
-                    and answer.kind == "transient"
+                    and answer.kind == ErrorKind.TRANSIENT
                     and answer.code != AUTH_ERROR
                 ):
                     retry.append((lead, message))
                 elif isinstance(answer, ProviderError):
                     outcomes[lead.lead_id] = self._failed(lead, answer, route.provider.name, 1)
                 else:
-                    outcomes[lead.lead_id] = Outcome(
-                        lead.lead_id, "sent", route.provider.name, answer.message_id
+                    outcomes[lead.lead_id] = Outcome.sent(
+                        lead.lead_id, route.provider.name, answer.message_id
                     )
             self.report.sample_latency(seconds * 1000)
             retried = await asyncio.gather(*(self._attempt(lead, message) for lead, message in retry))
@@ -383,16 +375,9 @@ class Worker:
             for message in ready:
                 outcomes.setdefault(
                     message.lead_id,
-                    Outcome(
-                        message.lead_id,
-                        "in_doubt",
-                        route.provider.name,
-                        None,
-                        "shutdown",
-                        "stopped while the provider call was in flight",
-                    )
+                    Outcome.cut_off(message.lead_id, route.provider.name)
                     if calling
-                    else Outcome(message.lead_id, "queued", extra_attempts=-1),
+                    else Outcome.released(message.lead_id),
                 )
         for entry, lead in items:
             self._in_flight.pop(entry.entry_id, None)
@@ -414,7 +399,7 @@ class Worker:
     # -- recording -----------------------------------------------------------------------------
 
     async def _flusher(self) -> None:
-        backoff = _Backoff("recording", self._outage)
+        backoff = self._outage.backoff("recording")
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_wanted.wait(), timeout=0.05)
@@ -425,7 +410,7 @@ class Worker:
                     await self._record(batch)
                     backoff.reset()
                 except Exception as exc:
-                    if not _dependency_error(exc):
+                    if not backoff.retries(exc):
                         raise
                     self._done[:0] = batch
                     await backoff.wait(exc, None)
@@ -436,15 +421,21 @@ class Worker:
     async def _record(self, batch: list[tuple[Entry, Outcome]]) -> None:
         async with self.pool.connection() as conn:
             await self.store.record(conn, [outcome for _, outcome in batch])
-        dead = [
-            (entry, outcome.error_message or "dead") for entry, outcome in batch if outcome.status == "dead"
-        ]
-        # released claims ("queued" again: never sent) stay pending in the stream, to be reclaimed
-        acked = [entry.entry_id for entry, outcome in batch if outcome.status not in ("dead", "queued")]
+        acked: list[bytes] = []
+        dead: list[tuple[Entry, str]] = []
+        finished: list[Outcome] = []
+        released, given_up = Status.QUEUED, Status.DEAD  # bound once: Status.X is a slow lookup on 3.11
+        for entry, outcome in batch:
+            if outcome.status == released:  # never sent: stays pending in the stream, to be reclaimed
+                continue
+            finished.append(outcome)
+            if outcome.status == given_up:
+                dead.append((entry, outcome.error_message or "dead"))
+            else:
+                acked.append(entry.entry_id)
         await self.stream.settle(acked, dead)
-        finished = [outcome for _, outcome in batch if outcome.status != "queued"]
         await self.metrics.record(finished)
-        self.report.statuses.update(outcome.status for outcome in finished)
+        self.report.tally(Counter(outcome.status for outcome in finished))
         for _, outcome in batch:
             self._held.pop(outcome.lead_id, None)
 
@@ -462,7 +453,7 @@ class Worker:
         host, pid = socket.gethostname(), os.getpid()
         last_time, last_sent = time.monotonic(), 0
         while True:
-            now, sent = time.monotonic(), self.report.statuses.get("sent", 0)
+            now, sent = time.monotonic(), self.report.statuses.get(Status.SENT, 0)
             beat = heartbeats.Heartbeat(
                 self.options.consumer,
                 host,
@@ -527,6 +518,10 @@ class _Outage:
             if not self.failing:
                 log.warning("worker %s: dependencies are back; resuming", self.consumer)
 
+    def backoff(self, part: str) -> Backoff:
+        """The OUTAGE backoff of one part of the worker (reading or recording), reporting here."""
+        return Backoff(OUTAGE, lambda exc: self.failed(part, exc), lambda: self.recovered(part))
+
 
 def _dependency_name(exc: BaseException) -> str:
     if isinstance(exc, psycopg.Error):
@@ -534,44 +529,6 @@ def _dependency_name(exc: BaseException) -> str:
     if isinstance(exc, redis.RedisError | redis.exceptions.RedisClusterException | RuntimeError):
         return "Redis unavailable"
     return "connection failed"
-
-
-class _Backoff:
-    """Exponential pause between retries of one part of the worker (reading or recording)."""
-
-    def __init__(self, part: str, outage: _Outage) -> None:
-        self.part = part
-        self.outage = outage
-        self.delay = 0.0
-
-    def reset(self) -> None:
-        self.delay = 0.0
-        self.outage.recovered(self.part)
-
-    async def wait(self, exc: BaseException, stop: asyncio.Event | None) -> None:
-        self.outage.failed(self.part, exc)
-        self.delay = min(max(self.delay * 2, 0.1), 5.0)
-        if stop is None:
-            await asyncio.sleep(self.delay)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=self.delay)
-
-
-def _retry_delay(exc: BaseException | None, failed: int, initial: float, maximum: float) -> float:
-    """Exponential backoff with full jitter after ``failed`` attempts, never shorter than Retry-After."""
-    retry_after = getattr(exc, "retry_after", None) or 0.0
-    return max(retry_after, random.uniform(0, min(maximum, initial * 2 ** (failed - 1))))
-
-
-def _wait(initial: float, maximum: float, done: int = 0):
-    """A tenacity wait for _retry_delay; ``done`` attempts were made before tenacity took over."""
-
-    def wait(retry_state) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return _retry_delay(exc, retry_state.attempt_number + done, initial, maximum)
-
-    return wait
 
 
 async def run_worker(

@@ -18,9 +18,19 @@ from typing import Any
 import orjson
 import psycopg
 
+from leadctl.records import Status
 from leadctl.store.migrations import quoted_schema
 
-STATUSES: tuple[str, ...] = ("queued", "sending", "sent", "failed", "dead", "in_doubt", "suppressed")
+STATUSES: tuple[Status, ...] = (
+    Status.QUEUED,
+    Status.SENDING,
+    Status.SENT,
+    Status.FAILED,
+    Status.DEAD,
+    Status.IN_DOUBT,
+    Status.SUPPRESSED,
+)
+"""The statuses a ``deliveries`` row holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +46,10 @@ class ClaimedLead:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What happened to one claimed send."""
+    """What happened to one claimed send; the usual ones have named constructors below."""
 
     lead_id: int
-    status: str
+    status: Status
     provider: str | None = None
     provider_message_id: str | None = None
     error_code: str | None = None
@@ -51,6 +61,51 @@ class Outcome:
     """SMS segments billed (None for other channels)."""
     opted_out: bool = False
     """The provider says the contact unsubscribed: ``record`` adds it to the suppression list."""
+
+    @classmethod
+    def sent(
+        cls,
+        lead_id: int,
+        provider: str | None,
+        message_id: str,
+        extra_attempts: int = 0,
+        campaign: str | None = None,
+        segments: int | None = None,
+    ) -> Outcome:
+        """The provider accepted the message: its id for it is ``message_id``."""
+        return cls(
+            lead_id,
+            Status.SENT,
+            provider,
+            message_id,
+            extra_attempts=extra_attempts,
+            campaign=campaign,
+            segments=segments,
+        )
+
+    @classmethod
+    def released(cls, lead_id: int) -> Outcome:
+        """The claim given back, certainly not sent (stopped before its request went out, or our
+        credentials were refused): ``queued`` again, the claim's attempt not counted."""
+        return cls(lead_id, Status.QUEUED, extra_attempts=-1)
+
+    @classmethod
+    def cut_off(cls, lead_id: int, provider: str | None, extra_attempts: int = 0) -> Outcome:
+        """In doubt: the shutdown grace period ran out while the provider request was under way."""
+        return cls(
+            lead_id,
+            Status.IN_DOUBT,
+            provider,
+            None,
+            "shutdown",
+            "stopped while the provider call was in flight",
+            extra_attempts,
+        )
+
+    @classmethod
+    def unrenderable(cls, lead_id: int, reason: str) -> Outcome:
+        """Dead before any request: the lead's template cannot be rendered with its fields."""
+        return cls(lead_id, Status.DEAD, error_code="template_error", error_message=reason)
 
 
 @dataclass(frozen=True, slots=True)

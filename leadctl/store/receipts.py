@@ -24,9 +24,16 @@ from typing import Any
 import orjson
 import psycopg
 
+from leadctl.records import ReceiptStatus
 from leadctl.store.migrations import quoted_schema
 
-RANK: dict[str, int] = {"sent": 1, "delivered": 2, "undelivered": 3, "bounced": 3, "read": 4}
+RANK: dict[ReceiptStatus, int] = {
+    ReceiptStatus.SENT: 1,
+    ReceiptStatus.DELIVERED: 2,
+    ReceiptStatus.UNDELIVERED: 3,
+    ReceiptStatus.BOUNCED: 3,
+    ReceiptStatus.READ: 4,
+}
 """Receipt statuses in the order a delivery goes through them (a lower one never overwrites)."""
 
 RECONCILE_WINDOW_S = 300
@@ -39,7 +46,7 @@ class Receipt:
 
     provider: str
     message_id: str
-    status: str
+    status: ReceiptStatus
     at: datetime
     lead_id: int | None = None
     error: str | None = None

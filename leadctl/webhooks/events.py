@@ -14,20 +14,36 @@ from datetime import UTC, datetime
 from typing import Any
 
 from leadctl.compliance.optout import OptOutKeywords
+from leadctl.records import ReceiptStatus
 from leadctl.store.receipts import Event, OptOut, Receipt
 
-_TWILIO = {"sent": "sent", "delivered": "delivered", "read": "read", "undelivered": "undelivered"}
-_TWILIO |= {"failed": "undelivered"}
-_META = {"sent": "sent", "delivered": "delivered", "read": "read", "failed": "undelivered"}
-_ZENVIA = {
-    "SENT": "sent",
-    "DELIVERED": "delivered",
-    "READ": "read",
-    "NOT_DELIVERED": "undelivered",
-    "REJECTED": "undelivered",
+_TWILIO = {
+    "sent": ReceiptStatus.SENT,
+    "delivered": ReceiptStatus.DELIVERED,
+    "read": ReceiptStatus.READ,
+    "undelivered": ReceiptStatus.UNDELIVERED,
+    "failed": ReceiptStatus.UNDELIVERED,
 }
-_SENDGRID = {"processed": "sent", "delivered": "delivered", "open": "read", "bounce": "bounced"}
-_SENDGRID |= {"dropped": "bounced"}
+_META = {
+    "sent": ReceiptStatus.SENT,
+    "delivered": ReceiptStatus.DELIVERED,
+    "read": ReceiptStatus.READ,
+    "failed": ReceiptStatus.UNDELIVERED,
+}
+_ZENVIA = {
+    "SENT": ReceiptStatus.SENT,
+    "DELIVERED": ReceiptStatus.DELIVERED,
+    "READ": ReceiptStatus.READ,
+    "NOT_DELIVERED": ReceiptStatus.UNDELIVERED,
+    "REJECTED": ReceiptStatus.UNDELIVERED,
+}
+_SENDGRID = {
+    "processed": ReceiptStatus.SENT,
+    "delivered": ReceiptStatus.DELIVERED,
+    "open": ReceiptStatus.READ,
+    "bounce": ReceiptStatus.BOUNCED,
+    "dropped": ReceiptStatus.BOUNCED,
+}
 _SENDGRID_OPT_OUT = {
     "unsubscribe": "unsubscribed",
     "group_unsubscribe": "unsubscribed from a group",
@@ -176,7 +192,11 @@ def sendgrid(body: Any) -> list[Event]:
         message_id = str(item.get("sg_message_id") or "").split(".", 1)[0]
         status = _SENDGRID.get(kind)
         if status and message_id:
-            error = str(item.get("reason") or item.get("type") or "") or None if status == "bounced" else None
+            error = (
+                str(item.get("reason") or item.get("type") or "") or None
+                if status == ReceiptStatus.BOUNCED
+                else None
+            )
             events.append(
                 Receipt(
                     "sendgrid",

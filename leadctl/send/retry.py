@@ -1,0 +1,161 @@
+"""One retry policy: exponential backoff with full jitter, never shorter than a Retry-After.
+
+A ``RetryPolicy`` is a value: how long the first pause is, how long pauses may grow, how many
+attempts an operation gets, and which errors are worth another one. Its two hooks, ``retries``
+(after a failure: try again?) and ``delay`` (how long to wait first), are all a loop asks of it;
+the loops that use it hold no retry arithmetic of their own:
+
+- ``Attempts`` runs one operation under a policy, counting its attempts. The worker sends each
+  message through it with ``RetryPolicy.for_channel`` (``channels.<ch>.retry_initial_ms``,
+  ``retry_max_ms``, ``max_attempts``; transient provider errors only). The first attempt is a plain
+  ``await`` inside a ``try``: the common case pays for no retry machinery.
+- ``Backoff`` paces a loop that keeps going through failures, such as the worker's reading and
+  recording while Redis or PostgreSQL is away (``OUTAGE``: 0.1 s doubling to 5 s, no jitter, for
+  as long as it takes). Its ``on_failure`` and ``on_recovery`` hooks tell whoever reports outages.
+
+The pause after ``n`` failed attempts is drawn uniformly from [0, min(max, initial x 2^(n-1))]
+("full jitter"), or is that bound itself without jitter; an error's ``retry_after`` (a provider's
+429 with Retry-After) is a floor under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import psycopg
+
+from leadctl.config import ChannelSettings
+from leadctl.connections import redis_outage
+from leadctl.providers.base import ErrorKind, ProviderError
+
+T = TypeVar("T")
+
+_MAX_EXPONENT = 64
+"""Doublings past this change nothing (every ceiling is hit long before) and would overflow a float."""
+
+
+def transient(exc: BaseException) -> bool:
+    """A provider error that certainly did not send: worth another attempt."""
+    return isinstance(exc, ProviderError) and exc.kind == ErrorKind.TRANSIENT
+
+
+def dependency_outage(exc: BaseException) -> bool:
+    """Redis or PostgreSQL away for now: wait and retry."""
+    return isinstance(exc, psycopg.OperationalError) or redis_outage(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When to try again, and after how long (module doc).
+
+    initial_s: the bound of the first pause; each further failure doubles it.
+    max_s: the bound pauses stop growing at.
+    attempts: attempts in all, the first included (None: no limit).
+    jitter: draw each pause uniformly below its bound (full jitter) rather than wait the bound.
+    retryable: the errors worth another attempt.
+    """
+
+    initial_s: float
+    max_s: float
+    attempts: int | None
+    jitter: bool
+    retryable: Callable[[BaseException], bool]
+
+    @classmethod
+    def for_channel(cls, channel: ChannelSettings) -> RetryPolicy:
+        """A channel's provider retries: ``retry_initial_ms``, ``retry_max_ms`` and ``max_attempts``,
+        with full jitter, on transient provider errors."""
+        return cls(
+            channel.retry_initial_ms / 1000,
+            channel.retry_max_ms / 1000,
+            channel.max_attempts,
+            True,
+            transient,
+        )
+
+    def retries(self, exc: BaseException, failed: int) -> bool:
+        """Hook: whether to try again after ``failed`` attempts, the last of which raised ``exc``."""
+        return self.retryable(exc) and (self.attempts is None or failed < self.attempts)
+
+    def delay(self, failed: int, exc: BaseException | None = None) -> float:
+        """Hook: seconds to wait after ``failed`` attempts, the last of which raised ``exc``."""
+        bound = min(self.max_s, self.initial_s * 2 ** min(failed - 1, _MAX_EXPONENT))
+        pause = random.uniform(0, bound) if self.jitter else bound
+        retry_after = getattr(exc, "retry_after", None)
+        return max(retry_after, pause) if retry_after else pause
+
+
+OUTAGE = RetryPolicy(initial_s=0.1, max_s=5.0, attempts=None, jitter=False, retryable=dependency_outage)
+"""Waiting out Redis or PostgreSQL: 0.1 s, doubling to 5 s, for as long as the outage lasts."""
+
+
+class Attempts:
+    """One operation's attempts under a policy; ``made`` counts those started, the current one too
+    (after a cancellation it tells how many requests may have gone out)."""
+
+    __slots__ = ("made", "policy")
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.made = 0
+
+    async def run(self, operation: Callable[..., Awaitable[T]], *args: object) -> T:
+        """``await operation(*args)``, again after each failure the policy retries; the last error
+        is raised as it was."""
+        while True:
+            self.made += 1
+            try:
+                return await operation(*args)
+            except Exception as exc:
+                if not self.policy.retries(exc, self.made):
+                    raise
+                pause = self.policy.delay(self.made, exc)
+            await asyncio.sleep(pause)
+
+
+class Backoff:
+    """Paces a loop through consecutive failures: each ``wait`` longer than the last, until ``reset``.
+
+    Hooks: ``on_failure(exc)`` on every failure, ``on_recovery()`` at the first success after some.
+    """
+
+    __slots__ = ("failed", "on_failure", "on_recovery", "policy")
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        on_failure: Callable[[BaseException], None] | None = None,
+        on_recovery: Callable[[], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.on_failure = on_failure
+        self.on_recovery = on_recovery
+        self.failed = 0
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether the loop should wait and go on after ``exc`` (else it raises it)."""
+        return self.policy.retries(exc, self.failed + 1)
+
+    def reset(self) -> None:
+        """The loop's last round succeeded."""
+        if self.failed:
+            self.failed = 0
+            if self.on_recovery is not None:
+                self.on_recovery()
+
+    async def wait(self, exc: BaseException, stop: asyncio.Event | None = None) -> None:
+        """After a failure: pause by the policy, or until ``stop`` is set."""
+        self.failed += 1
+        if self.on_failure is not None:
+            self.on_failure(exc)
+        pause = self.policy.delay(self.failed, exc)
+        if stop is None:
+            await asyncio.sleep(pause)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=pause)
