@@ -13,8 +13,9 @@ from leadctl.config import Settings
 from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.masking import mask_phone
 from leadctl.queue import keys
-from tests.conftest import run_leadctl
-from tests.support.reliability import sandbox_config, statuses, write_leads
+from tests.support.cli import run_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.state import statuses
 
 FAST_RETRIES = {
     "LEADCTL_CHANNELS__SMS__MAX_ATTEMPTS": "2",

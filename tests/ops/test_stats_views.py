@@ -28,14 +28,15 @@ from leadctl.connections import open_postgres, open_redis
 from leadctl.local.services import REDIS_SERVER
 from leadctl.ops.dashboard import live_view, render
 from leadctl.ops.stats import collect
-from tests.support.statsrun import leadctl_ok, write_config, write_leads
+from tests.support.cli import leadctl_ok
+from tests.support.files import stats_config, write_leads
 
 
 def test_dashboard_renders_figures_cost_and_an_active_alert(
     settings: Settings, leadctl_env: dict[str, str], tmp_path: Path
 ) -> None:
-    write_leads(tmp_path / "leads.csv", 0, 20)
-    config = write_config(tmp_path / "leadctl.yaml", "http://127.0.0.1:9")
+    write_leads(tmp_path / "leads.csv", 20)
+    config = stats_config(tmp_path / "leadctl.yaml", "http://127.0.0.1:9")
     leadctl_ok(["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env)
     settings.alerts.queue_size = 5
     client = open_redis(settings.redis.url or "", settings)
@@ -136,8 +137,8 @@ def test_watch_rides_out_a_redis_restart_and_stops_on_ctrl_c(
 ) -> None:
     port = _free_port()
     env = {**leadctl_env, "LEADCTL_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-    write_leads(tmp_path / "leads.csv", 0, 5)
-    config = write_config(tmp_path / "leadctl.yaml", "http://127.0.0.1:9")
+    write_leads(tmp_path / "leads.csv", 5)
+    config = stats_config(tmp_path / "leadctl.yaml", "http://127.0.0.1:9")
     with _private_redis(port) as server:
         leadctl_ok(["--config", str(config), "ingest", str(tmp_path / "leads.csv")], env)
         watch = ["--config", str(config), "stats", "--watch", "--interval", "0.3"]

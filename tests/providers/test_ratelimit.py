@@ -24,8 +24,8 @@ from leadctl.providers.ratelimit import (
     throttle_for,
 )
 from leadctl.queue import keys
-from tests.conftest import run_leadctl
-from tests.support.reliability import sandbox_config, write_leads
+from tests.support.cli import run_leadctl
+from tests.support.files import sandbox_config, write_leads
 
 PROVIDER = "twilio"
 

@@ -18,7 +18,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from leadctl.config import ProviderSettings
 from leadctl.providers.base import AUTH_ERROR, ProviderError, SendResult
-from tests.support.providers import Outcome, failure, free_port, message, provider_settings, send, success
+from tests.support.providers import Outcome, failure, message, provider_settings, send, success
+from tests.support.servers import free_port
 
 SENDER = "ofertas@leadctl.example"
 USER, PASSWORD = "leadctl", "s3cret"

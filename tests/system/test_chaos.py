@@ -18,8 +18,9 @@ from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.queue import keys, streams
 from leadctl.records import Lead
 from leadctl.store.leads import LeadWriter
-from tests.conftest import RedisTarget, run_leadctl
-from tests.support.reliability import sandbox_config
+from tests.support.cli import run_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.servers import RedisTarget
 
 LEADS = 10_000  # on the cluster too: its run takes about as long as on the single Redis (~25 s)
 INVALID = (
@@ -27,11 +28,6 @@ INVALID = (
 )
 OPTED_OUT = "+15005550004"  # the sandbox's unsubscribed recipient (21610)
 MAX_ATTEMPTS = 2
-
-
-def _lead_file(path: Path, count: int) -> None:
-    rows = [f"Lead {i},+55119{8000_0000 + i:08d}" for i in range(count - 1)]
-    path.write_text("nome,telefone\n" + "\n".join([*rows, f"Opted Out,{OPTED_OUT}"]) + "\n", encoding="utf-8")
 
 
 def _record_invalid(settings: Settings, target: RedisTarget) -> list[str]:
@@ -53,7 +49,7 @@ def test_ten_thousand_leads_through_every_failure(
     pg: psycopg.Connection,
 ) -> None:
     ns, client, partitions = settings.namespace, redis_target.client, redis_target.partitions
-    _lead_file(tmp_path / "leads.csv", LEADS - INVALID)
+    write_leads(tmp_path / "leads.csv", LEADS - INVALID - 1, extra_phones=(OPTED_OUT,))
     env = {
         **redis_target.env,
         "LEADCTL_CHANNELS__SMS__MAX_ATTEMPTS": str(MAX_ATTEMPTS),

@@ -21,8 +21,9 @@ from leadctl.config import Settings
 from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.local.services import resolve_urls, stop_embedded
 from leadctl.queue import keys
-from tests.send.test_reliability import start_leadctl, wait_for
-from tests.support.reliability import ingest_ok, sandbox_config, write_leads
+from tests.support.cli import ingest_ok, start_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.waiting import wait_for
 
 LEADS = 2000
 

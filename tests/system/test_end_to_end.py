@@ -12,8 +12,8 @@ import redis
 from leadctl.config import Settings
 from leadctl.local.sandbox.server import SANDBOX_AUTH_TOKEN, SANDBOX_SENDGRID_KEY, sandbox_in_thread
 from leadctl.queue import keys
-from tests.conftest import run_leadctl
-from tests.support.reliability import ingest_ok, sandbox_config, write_leads
+from tests.support.cli import ingest_ok, run_leadctl
+from tests.support.files import sandbox_config, write_leads
 
 
 def test_thousand_leads_sent_exactly_once(

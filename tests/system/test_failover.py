@@ -24,8 +24,8 @@ from leadctl.providers.breaker import CircuitBreaker
 from leadctl.providers.chain import CIRCUIT_OPEN, Call, ProviderChain, build_chain
 from leadctl.providers.registry import make_session
 from leadctl.queue import keys
-from tests.conftest import run_leadctl
-from tests.support.reliability import write_leads
+from tests.support.cli import run_leadctl
+from tests.support.files import write_leads
 
 
 class Sandboxes:

@@ -22,8 +22,9 @@ import pytest
 from leadctl.config import Settings
 from leadctl.local.cluster import free_ports
 from leadctl.local.sandbox.server import sandbox_in_thread
-from tests.conftest import run_leadctl
-from tests.support.reliability import sandbox_config, statuses, write_leads
+from tests.support.cli import run_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.state import statuses
 
 
 def _pgbouncer() -> str | None:
