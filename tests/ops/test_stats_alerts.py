@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,8 @@ from leadctl.connections import Endpoints
 from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.ops.stats import StatsSource
 from tests.support.cli import leadctl_ok
-from tests.support.files import stats_config, write_leads
+from tests.support.files import EXAMPLES, stats_config, write_leads
+from tests.support.waiting import wait_for
 
 
 @contextlib.contextmanager
@@ -127,9 +127,7 @@ def test_serve_exposes_the_figures_to_prometheus_and_posts_alerts(
             line = server.stderr.readline()
             assert "serving Prometheus metrics on http://" in line, line
             metrics = _metrics(line.split(" on ", 1)[1].split()[0])
-            deadline = time.monotonic() + 10
-            while not received and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for(lambda: received, what="the alert posted to the webhook")
         finally:
             server.send_signal(signal.SIGINT)
             out, err = server.communicate(timeout=15)
@@ -158,10 +156,9 @@ def test_serve_exposes_the_figures_to_prometheus_and_posts_alerts(
     assert [message["text"] for message in received] == [expected]
 
     # the shipped Prometheus rules and Grafana dashboard only use metrics the exporter serves
-    examples = Path(__file__).parent.parent / "examples"
     used = set()
     for name in ("prometheus-alerts.yml", "grafana-dashboard.json"):
-        used |= set(re.findall(r"leadctl_[a-z_]+", (examples / name).read_text(encoding="utf-8")))
+        used |= set(re.findall(r"leadctl_[a-z_]+", (EXAMPLES / name).read_text(encoding="utf-8")))
     assert used and used <= {name for name, _ in metrics}
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from leadctl.local.sandbox.server import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+"""The repository's examples/ folder (lead files, Prometheus rules, the Grafana dashboard)."""
+
 STATS_SMS = "    max_attempts: 2\n    retry_initial_ms: 1\n    retry_max_ms: 5\n"
 """Channel keys of the `leadctl stats` tests: 2 attempts with a tiny backoff."""
 

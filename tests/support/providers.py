@@ -13,6 +13,10 @@ from leadctl.providers.registry import create_provider, make_session
 
 Outcome = SendResult | ProviderError
 
+HANG_S = 60.0
+"""How long the sandbox leaves a request unanswered in the read-timeout tests: longer than any timeout
+in play, so a call that ends in doubt before it was cut by the adapter's own read timeout."""
+
 SENDER = "+15005550006"
 """The sandbox's Twilio test sender."""
 

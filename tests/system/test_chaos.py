@@ -20,6 +20,7 @@ from leadctl.records import Lead
 from leadctl.store.leads import LeadWriter
 from tests.support.cli import run_leadctl
 from tests.support.files import sandbox_config, write_leads
+from tests.support.providers import HANG_S
 from tests.support.servers import RedisTarget
 
 LEADS = 10_000  # on the cluster too: its run takes about as long as on the single Redis (~25 s)
@@ -58,7 +59,7 @@ def test_ten_thousand_leads_through_every_failure(
         "LEADCTL_PROVIDERS__TWILIO__READ_TIMEOUT_MS": "3000",
         "LEADCTL_PROVIDERS__TWILIO__BREAKER_RESET_S": "0.5",
     }
-    faults = {"error_rate": 0.05, "throttle_rate": 0.02, "timeout_rate": 0.005, "hang_s": 6, "seed": 7}
+    faults = {"error_rate": 0.05, "throttle_rate": 0.02, "timeout_rate": 0.005, "hang_s": HANG_S, "seed": 7}
     with sandbox_in_thread(**faults) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
         ingested = run_leadctl(

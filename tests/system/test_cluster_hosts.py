@@ -75,7 +75,8 @@ def test_a_batch_started_on_each_of_two_hosts_runs_once(
     pg: psycopg.Connection,
 ) -> None:
     write_leads(tmp_path / "leads.csv", 600)
-    with sandbox_in_thread(latency_ms=20, seed=12) as sandbox:
+    # 5 sends in flight at 100 ms each: the first run takes ~12 s, long enough to overlap for sure
+    with sandbox_in_thread(latency_ms=100, seed=12) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
         ingest_ok(config, tmp_path / "leads.csv", cluster_env)
         env = {**cluster_env, "LEADCTL_CHANNELS__SMS__CONCURRENCY": "5"}
