@@ -37,8 +37,8 @@ EPS = 0.002
 class Recorded(RateLimiter):
     """A RateLimiter that keeps each grant Redis gave it, with its sender and when the answer came.
 
-    The grants are the limiter's own decisions: a loaded machine delays when they are carried out,
-    never what they are, so they bound how long the limiter holds sends however slow the run.
+    The grants are the limiter's own decisions, taken on Redis's clock: a loaded machine only delays
+    carrying them out, so they bound how long the limiter holds sends however slow the run.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
