@@ -7,12 +7,10 @@ when they answer, else leadctl's own embedded servers (started once for the sess
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -21,40 +19,26 @@ import redis
 from redis.cluster import RedisCluster
 
 from leadctl.config import Settings
-from leadctl.connections import RedisClient
 from leadctl.local.cluster import LocalCluster, find_redis_server
 from leadctl.local.namespaces import purge_namespace
-
-CLUSTER_PARTITIONS = 4
-"""Streams per channel in the Redis Cluster tests."""
-
-LOCAL_REDIS = "redis://127.0.0.1:6379/0"
-LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _redis_answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except (redis.RedisError, OSError):
-        return False
-
-
-def _postgres_answers(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=2):
-            return True
-    except psycopg.Error:
-        return False
+from tests.support.servers import (
+    CLUSTER_PARTITIONS,
+    LOCAL_POSTGRES,
+    LOCAL_REDIS,
+    RedisTarget,
+    postgres_answers,
+    redis_answers,
+)
 
 
 @pytest.fixture(scope="session")
 def service_urls() -> Iterator[tuple[str, str]]:
     """(redis_url, database_url) for the whole session."""
     redis_url = os.environ.get("LEADCTL_TEST_REDIS_URL") or (
-        LOCAL_REDIS if _redis_answers(LOCAL_REDIS) else None
+        LOCAL_REDIS if redis_answers(LOCAL_REDIS) else None
     )
     database_url = os.environ.get("LEADCTL_TEST_DATABASE_URL") or (
-        LOCAL_POSTGRES if _postgres_answers(LOCAL_POSTGRES) else None
+        LOCAL_POSTGRES if postgres_answers(LOCAL_POSTGRES) else None
     )
     data_dir = None
     if redis_url is None or database_url is None:
@@ -129,26 +113,6 @@ def leadctl_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def run_leadctl(
-    args: list[str],
-    env: dict[str, str],
-    cwd: Path | None = None,
-    stdin: str | None = None,
-    timeout: float = 120,
-) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in a subprocess, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "leadctl", *args],
-        env=env,
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A real Redis Cluster for the session: 3 masters with a replica each (six local redis-server
@@ -176,16 +140,6 @@ def cluster_env(leadctl_env: dict[str, str], redis_cluster: LocalCluster) -> dic
         "LEADCTL_REDIS__CLUSTER": "true",
         "LEADCTL_REDIS__PARTITIONS": str(CLUSTER_PARTITIONS),
     }
-
-
-@dataclass(frozen=True, slots=True)
-class RedisTarget:
-    """Where a scenario runs: the real command's environment, a client of that Redis, and the
-    stream partitions per channel the command uses there."""
-
-    env: dict[str, str]
-    client: RedisClient
-    partitions: int
 
 
 @pytest.fixture(params=["redis", "cluster"])

@@ -8,7 +8,7 @@ from pathlib import Path
 from leadctl.bench.ingest import generate_leads
 from leadctl.ingest import ParseOptions, parse_leads
 from leadctl.records import Lead, Reject
-from tests.conftest import run_leadctl
+from tests.support.cli import run_leadctl
 
 
 def test_generated_file_has_the_advertised_mix(tmp_path: Path) -> None:

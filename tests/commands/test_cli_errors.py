@@ -6,16 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_leadctl
-
-
-def assert_one_line_error(stderr: str, *fragments: str) -> None:
-    assert "Traceback" not in stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1, stderr
-    for fragment in fragments:
-        assert fragment in errors[0], stderr
+from tests.support.cli import assert_one_line_error, run_leadctl
 
 
 def test_missing_input_file(leadctl_env: dict[str, str], tmp_path: Path) -> None:

@@ -33,8 +33,9 @@ from leadctl.queue import keys
 from leadctl.send.worker import WorkerOptions, run_worker
 from leadctl.store.migrations import drop_namespace
 from leadctl.webhooks.server import Running, serve_in_thread
-from tests.conftest import run_leadctl
 from tests.support import webhooks as kit
+from tests.support.cli import run_leadctl
+from tests.support.waiting import wait_for
 
 
 def _providers(base_url: str) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def test_opt_out_reply_suppresses_the_contact_and_its_queued_leads(
             )
         )
         assert sent["statuses"] == {"sent": 2}
-        kit.wait_for(
+        wait_for(
             lambda: pg.execute(f'SELECT channel, reason FROM "{namespace}".suppressions').fetchall(),
             what="the opt-out reply to suppress its sender",
         )
@@ -129,7 +130,7 @@ def test_opt_out_reply_suppresses_the_contact_and_its_queued_leads(
             )
         )
         received = Counter(m["to"] for m in sandbox.messages())
-        kit.wait_for(lambda: _status_of(pg, namespace, other, "sms")[2] == "delivered", what="the receipts")
+        wait_for(lambda: _status_of(pg, namespace, other, "sms")[2] == "delivered", what="the receipts")
         stats = _ok(run_leadctl(["--config", str(config), "stats", "--json"], leadctl_env))
 
     assert later["statuses"] == {"sent": 1, "suppressed": 1}
@@ -376,10 +377,8 @@ def test_forget_leaves_no_trace_and_keeps_the_person_out(
         assert (
             kit.twilio(webhooks.url + "/webhooks/twilio/status", status, token=SANDBOX_AUTH_TOKEN)[0] == 200
         )
-        kit.wait_for(
-            lambda: _status_of(pg, namespace, email, "email")[2] == "read", what="the email receipts"
-        )
-        kit.wait_for(
+        wait_for(lambda: _status_of(pg, namespace, email, "email")[2] == "read", what="the email receipts")
+        wait_for(
             lambda: pg.execute(f'SELECT count(*) FROM "{namespace}".suppressions').fetchone()[0] == 1,
             what="the opt-out",
         )

@@ -8,8 +8,7 @@ from pathlib import Path
 import psycopg
 
 from leadctl.config import Settings
-from tests.commands.test_cli_errors import assert_one_line_error
-from tests.conftest import run_leadctl
+from tests.support.cli import assert_one_line_error, run_leadctl
 
 
 def suppress(env: dict[str, str], *args: str, stdin: str | None = None) -> tuple[int, dict]:

@@ -6,7 +6,6 @@ that what the report says was queued is exactly what is in PostgreSQL and in the
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import random
@@ -19,8 +18,9 @@ import redis
 
 from leadctl.config import Settings
 from leadctl.queue import keys
-from tests.commands.test_cli_errors import assert_one_line_error
-from tests.conftest import run_leadctl
+from tests.support.cli import assert_one_line_error, run_leadctl
+from tests.support.files import read_rejects
+from tests.support.state import queued_contacts, statuses
 
 HEADER = "nome,telefone,email\n"
 
@@ -43,34 +43,6 @@ def assert_reconciles(report: dict[str, Any]) -> None:
             figures["accepted"] + figures["rejected"] + figures["duplicates"] + figures["suppressed"]
         ), figures
         assert figures["rejected"] == sum(figures["reasons"].values()), figures
-
-
-def queued_contacts(
-    pg: psycopg.Connection, client: redis.Redis, namespace: str, channel: str = "sms"
-) -> list[str]:
-    """The contacts of the leads in the channel's stream, in stream order (each checked queued in PG)."""
-    entries = client.xrange(keys.stream(namespace, channel))
-    ids = [int(fields[b"l"]) for _, fields in entries]
-    rows = dict(
-        pg.execute(
-            f'SELECT l.id, l.contact FROM "{namespace}".leads l JOIN "{namespace}".lead_deliveries d '
-            "ON d.lead_id = l.id WHERE d.status = 'queued' AND l.id = ANY(%s)",
-            (ids,),
-        ).fetchall()
-    )
-    assert set(rows) == set(ids), "every stream entry is a queued lead"
-    return [rows[i] for i in ids]
-
-
-def statuses(pg: psycopg.Connection, namespace: str) -> dict[str, int]:
-    return dict(
-        pg.execute(f'SELECT status, count(*) FROM "{namespace}".lead_deliveries GROUP BY 1').fetchall()
-    )
-
-
-def read_rejects(path: Path) -> list[list[str]]:
-    with path.open(encoding="utf-8-sig", newline="") as file:
-        return list(csv.reader(file))
 
 
 def test_csv_end_to_end_with_rejects_file(
@@ -136,7 +108,7 @@ def test_reingest_and_several_files_queue_each_lead_once(
     assert (again["rows"], again["accepted"], again["duplicates"]) == (60, 0, 60)
     queued = queued_contacts(pg, redis_client, settings.namespace)
     assert len(queued) == len(set(queued)) == 50
-    assert statuses(pg, settings.namespace) == {"queued": 50}
+    assert statuses(pg, settings.namespace, channel=None) == {"queued": 50}
 
 
 def test_suppressed_contacts_never_reach_the_stream(
@@ -168,7 +140,7 @@ def test_suppressed_contacts_never_reach_the_stream(
     sms = queued_contacts(pg, redis_client, settings.namespace, "sms")
     assert not {"+5511987650001", "+5511987650002", "+5511987650003"} & set(sms)
     assert queued_contacts(pg, redis_client, settings.namespace, "whatsapp") == ["+5511987650003"]
-    assert statuses(pg, settings.namespace) == {"queued": 8, "suppressed": 3}
+    assert statuses(pg, settings.namespace, channel=None) == {"queued": 8, "suppressed": 3}
 
 
 def test_dry_run_writes_nothing_and_counts_duplicates_in_the_input(
@@ -367,7 +339,7 @@ def test_input_unusable_half_way_stops_with_what_was_done(
     report = json.loads(result.stdout)
     assert_reconciles(report)
     assert 0 < report["accepted"] < 60_000 and report["error"]
-    assert statuses(pg, settings.namespace) == {"queued": report["accepted"]}
+    assert statuses(pg, settings.namespace, channel=None) == {"queued": report["accepted"]}
     assert redis_client.xlen(keys.stream(settings.namespace, "sms")) == report["accepted"]
     (tmp_path / "whole.csv.gz").write_bytes(whole)
     code, again, _ = ingest(leadctl_env, str(tmp_path / "whole.csv.gz"))

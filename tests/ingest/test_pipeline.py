@@ -25,7 +25,8 @@ from leadctl.ingest.parse import open_leads
 from leadctl.ingest.pipeline import Ingestor, Progress
 from leadctl.ingest.readers import Chunk, expand
 from leadctl.records import Lead, Reject
-from tests.ingest.test_ingest_command import queued_contacts, read_rejects
+from tests.support.files import read_rejects
+from tests.support.state import queued_contacts
 
 
 def tricky_csv(rows: int, seed: int = 5) -> str:

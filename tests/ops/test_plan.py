@@ -19,7 +19,7 @@ from leadctl.ops.plan import (
     parse_rate,
     phases,
 )
-from tests.conftest import run_leadctl
+from tests.support.cli import run_leadctl
 
 GIVEN = Assumptions(
     core_leads_per_min=30_000,

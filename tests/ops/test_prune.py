@@ -13,7 +13,7 @@ from leadctl.connections import open_postgres
 from leadctl.ops.prune import parse_age
 from leadctl.records import Lead
 from leadctl.store.leads import LeadWriter
-from tests.conftest import run_leadctl
+from tests.support.cli import run_leadctl
 
 # (status, finished this many days ago (None: never), queued this many days ago)
 LEADS = [

@@ -13,8 +13,10 @@ from leadctl.config import Settings
 from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.masking import mask_phone
 from leadctl.queue import keys
-from tests.conftest import run_leadctl
-from tests.support.reliability import sandbox_config, statuses, write_leads
+from tests.support.cli import run_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.providers import HANG_S
+from tests.support.state import statuses
 
 FAST_RETRIES = {
     "LEADCTL_CHANNELS__SMS__MAX_ATTEMPTS": "2",
@@ -151,7 +153,7 @@ def test_doubt_list_resend_and_resolve(
     ns = settings.namespace
     phones = write_leads(tmp_path / "leads.csv", 4)
     env = {**leadctl_env, **FAST_RETRIES, "LEADCTL_PROVIDERS__TWILIO__READ_TIMEOUT_MS": "300"}
-    with sandbox_in_thread(timeout_rate=1.0, hang_s=5) as hanging:
+    with sandbox_in_thread(timeout_rate=1.0, hang_s=HANG_S) as hanging:
         cli = Cli(sandbox_config(tmp_path / "leadctl.yaml", hanging.base_url), env)
         cli.json("ingest", str(tmp_path / "leads.csv"))
         worked = cli.json("work", "--channel", "sms", "--workers", "1", "--burst", code=1)

@@ -14,7 +14,8 @@ from leadctl.ops.stats import STATUSES
 from leadctl.queue import keys
 from leadctl.send.metrics import LATENCY_BOUNDS_MS, OUTCOMES, latency_bucket, quantile
 from leadctl.store.migrations import migrate
-from tests.support.statsrun import leadctl_ok, stats_json, write_config, write_leads
+from tests.support.cli import leadctl_ok, stats_json
+from tests.support.files import stats_config, write_leads
 
 RATE_KEYS = (
     "retried",
@@ -65,8 +66,8 @@ def test_every_figure_matches_postgresql_and_the_sandbox(
     redis_client: redis.Redis,
 ) -> None:
     namespace = settings.namespace
-    alpha = write_leads(tmp_path / "alpha.csv", 0, 150)
-    write_leads(tmp_path / "beta.csv", 1000, 98, extra_phones=("+15005550001", "+15005550002"))
+    alpha = write_leads(tmp_path / "alpha.csv", 150)
+    write_leads(tmp_path / "beta.csv", 98, start=1000, extra_phones=("+15005550001", "+15005550002"))
     migrate(pg, namespace)
     pg.execute(
         f'INSERT INTO "{namespace}".suppressions (contact, channel) '
@@ -74,7 +75,7 @@ def test_every_figure_matches_postgresql_and_the_sandbox(
         (alpha[:3],),
     )
     with sandbox_in_thread(error_rate=0.2, timeout_rate=0.03, hang_s=1, latency_ms=5, seed=7) as sandbox:
-        config = write_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        config = stats_config(tmp_path / "leadctl.yaml", sandbox.base_url)
         for name in ("alpha", "beta"):
             leadctl_ok(
                 ["--config", str(config), "ingest", str(tmp_path / f"{name}.csv"), "--campaign", name],
@@ -147,8 +148,8 @@ def test_statuses_add_up_while_leads_are_read_claimed_and_waiting(
     redis_client: redis.Redis,
 ) -> None:
     namespace = settings.namespace
-    write_leads(tmp_path / "leads.csv", 0, 60)
-    config = write_config(tmp_path / "leadctl.yaml", "http://127.0.0.1:9", "alerts:\n  queue_size: 50\n")
+    write_leads(tmp_path / "leads.csv", 60)
+    config = stats_config(tmp_path / "leadctl.yaml", "http://127.0.0.1:9", "alerts:\n  queue_size: 50\n")
     ingest = ["--config", str(config), "ingest", str(tmp_path / "leads.csv"), "--campaign", "c"]
     leadctl_ok(ingest, leadctl_env)
     # a worker read 10 entries, claimed 4 of them in PostgreSQL and died before sending

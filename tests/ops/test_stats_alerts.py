@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,9 @@ from leadctl.config import Settings
 from leadctl.connections import Endpoints
 from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.ops.stats import StatsSource
-from tests.support.statsrun import leadctl_ok, write_config, write_leads
+from tests.support.cli import leadctl_ok
+from tests.support.files import EXAMPLES, stats_config, write_leads
+from tests.support.waiting import wait_for
 
 
 @contextlib.contextmanager
@@ -59,9 +60,9 @@ def webhook_receiver() -> Iterator[tuple[str, list[dict[str, object]]]]:
 def test_an_alert_is_posted_once_when_it_starts_and_once_when_it_ends(
     settings: Settings, leadctl_env: dict[str, str], tmp_path: Path
 ) -> None:
-    write_leads(tmp_path / "leads.csv", 0, 20)
+    write_leads(tmp_path / "leads.csv", 20)
     with webhook_receiver() as (url, received), sandbox_in_thread() as sandbox:
-        config = write_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        config = stats_config(tmp_path / "leadctl.yaml", sandbox.base_url)
         leadctl_ok(["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env)
         settings.alerts.queue_size = 5
         settings.alerts.webhook_url = url
@@ -106,9 +107,9 @@ def _metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def test_serve_exposes_the_figures_to_prometheus_and_posts_alerts(
     settings: Settings, leadctl_env: dict[str, str], tmp_path: Path
 ) -> None:
-    write_leads(tmp_path / "leads.csv", 0, 30)
+    write_leads(tmp_path / "leads.csv", 30)
     with webhook_receiver() as (url, received), sandbox_in_thread() as sandbox:
-        config = write_config(
+        config = stats_config(
             tmp_path / "leadctl.yaml", sandbox.base_url, f"alerts:\n  queue_size: 5\n  webhook_url: {url}\n"
         )
         base = ["--config", str(config)]
@@ -126,9 +127,7 @@ def test_serve_exposes_the_figures_to_prometheus_and_posts_alerts(
             line = server.stderr.readline()
             assert "serving Prometheus metrics on http://" in line, line
             metrics = _metrics(line.split(" on ", 1)[1].split()[0])
-            deadline = time.monotonic() + 10
-            while not received and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for(lambda: received, what="the alert posted to the webhook")
         finally:
             server.send_signal(signal.SIGINT)
             out, err = server.communicate(timeout=15)
@@ -157,19 +156,18 @@ def test_serve_exposes_the_figures_to_prometheus_and_posts_alerts(
     assert [message["text"] for message in received] == [expected]
 
     # the shipped Prometheus rules and Grafana dashboard only use metrics the exporter serves
-    examples = Path(__file__).parents[2] / "examples"
     used = set()
     for name in ("prometheus-alerts.yml", "grafana-dashboard.json"):
-        used |= set(re.findall(r"leadctl_[a-z_]+", (examples / name).read_text(encoding="utf-8")))
+        used |= set(re.findall(r"leadctl_[a-z_]+", (EXAMPLES / name).read_text(encoding="utf-8")))
     assert used and used <= {name for name, _ in metrics}
 
 
 def test_batch_posts_an_alert_once_while_it_lasts(
     settings: Settings, leadctl_env: dict[str, str], tmp_path: Path
 ) -> None:
-    write_leads(tmp_path / "leads.csv", 0, 30)
+    write_leads(tmp_path / "leads.csv", 30)
     with webhook_receiver() as (url, received), sandbox_in_thread() as sandbox:
-        config = write_config(tmp_path / "leadctl.yaml", sandbox.base_url)
+        config = stats_config(tmp_path / "leadctl.yaml", sandbox.base_url)
         env = {**leadctl_env, "LEADCTL_ALERTS__QUEUE_SIZE": "10", "LEADCTL_ALERTS__WEBHOOK_URL": url}
         leadctl_ok(["--config", str(config), "ingest", str(tmp_path / "leads.csv")], env)
         for _ in range(2):  # each run leaves more than 10 queued: the alert is posted once

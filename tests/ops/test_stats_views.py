@@ -9,7 +9,6 @@ import pty
 import re
 import select
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
-import redis
 from rich.console import Console
 
 from leadctl.config import Settings
@@ -28,14 +26,17 @@ from leadctl.connections import open_postgres, open_redis
 from leadctl.local.services import REDIS_SERVER
 from leadctl.ops.dashboard import live_view, render
 from leadctl.ops.stats import collect
-from tests.support.statsrun import leadctl_ok, write_config, write_leads
+from tests.support.cli import leadctl_ok
+from tests.support.files import stats_config, write_leads
+from tests.support.servers import free_port, redis_answers
+from tests.support.waiting import wait_for
 
 
 def test_dashboard_renders_figures_cost_and_an_active_alert(
     settings: Settings, leadctl_env: dict[str, str], tmp_path: Path
 ) -> None:
-    write_leads(tmp_path / "leads.csv", 0, 20)
-    config = write_config(tmp_path / "leadctl.yaml", "http://127.0.0.1:9")
+    write_leads(tmp_path / "leads.csv", 20)
+    config = stats_config(tmp_path / "leadctl.yaml", "http://127.0.0.1:9")
     leadctl_ok(["--config", str(config), "ingest", str(tmp_path / "leads.csv")], leadctl_env)
     settings.alerts.queue_size = 5
     client = open_redis(settings.redis.url or "", settings)
@@ -60,12 +61,6 @@ def test_dashboard_renders_figures_cost_and_an_active_alert(
     assert "reconnecting… Redis unreachable" in screen and "queue_size" in screen
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
     """A redis-server of our own (no persistence), so the test can stop it under a running dashboard."""
@@ -74,16 +69,7 @@ def _private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "private redis-server did not start"
-            time.sleep(0.05)
-    client.close()
+    wait_for(lambda: redis_answers(f"redis://127.0.0.1:{port}/0"), what="the private redis-server")
     try:
         yield process
     finally:
@@ -134,10 +120,10 @@ _TITLE = r"leadctl · \w+ · (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC"
 def test_watch_rides_out_a_redis_restart_and_stops_on_ctrl_c(
     settings: Settings, leadctl_env: dict[str, str], tmp_path: Path, pg: psycopg.Connection
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**leadctl_env, "LEADCTL_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
-    write_leads(tmp_path / "leads.csv", 0, 5)
-    config = write_config(tmp_path / "leadctl.yaml", "http://127.0.0.1:9")
+    write_leads(tmp_path / "leads.csv", 5)
+    config = stats_config(tmp_path / "leadctl.yaml", "http://127.0.0.1:9")
     with _private_redis(port) as server:
         leadctl_ok(["--config", str(config), "ingest", str(tmp_path / "leads.csv")], env)
         watch = ["--config", str(config), "stats", "--watch", "--interval", "0.3"]
@@ -147,7 +133,8 @@ def test_watch_rides_out_a_redis_restart_and_stops_on_ctrl_c(
             server.terminate()
             server.wait(10)
             outage = screen.read_until(r"reconnecting… Redis unreachable", 15)
-            time.sleep(1)  # several refreshes while Redis is away: the dashboard keeps running
+            for _ in range(3):  # several refreshes while Redis is away: the dashboard keeps running
+                outage = screen.read_until(r"reconnecting… Redis unreachable", 15, outage.end())
             assert screen.process.poll() is None
             with _private_redis(port):
                 back = time.time()

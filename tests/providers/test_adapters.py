@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,61 +11,19 @@ from typing import Any
 import pytest
 
 from leadctl.config import ProviderSettings
-from leadctl.errors import ConfigError, UsageError
-from leadctl.local.sandbox.server import (
-    SANDBOX_ACCOUNT_SID,
-    SANDBOX_AUTH_TOKEN,
-    SandboxHandle,
-    SandboxProcess,
-    SandboxServer,
-    sandbox_in_thread,
-)
+from leadctl.errors import ConfigError
+from leadctl.local.sandbox.server import SandboxHandle, sandbox_in_thread
 from leadctl.providers.base import Message, ProviderError, SendResult
+from leadctl.providers.http import client_timeout
 from leadctl.providers.registry import create_provider, make_session
+from tests.support.providers import HANG_S, SENDER, failure, send, twilio_settings
+from tests.support.servers import free_port
 
-SENDER = "+15005550006"
 LEAD = "+5511987654321"
-
-
-def twilio_settings(base_url: str, **overrides: Any) -> ProviderSettings:
-    raw = {
-        "type": "twilio",
-        "base_url": base_url,
-        "from": SENDER,
-        "account_sid": SANDBOX_ACCOUNT_SID,
-        "auth_token": SANDBOX_AUTH_TOKEN,
-        "connect_timeout_ms": 1000,
-        "read_timeout_ms": 5000,
-    }
-    raw.update(overrides)
-    return ProviderSettings.model_validate(raw)
 
 
 def message(to: str = LEAD, channel: str = "sms", lead_id: int = 1) -> Message:
     return Message(lead_id=lead_id, channel=channel, to=to, body="Olá Ana! Oferta & desconto 100%")
-
-
-def send(settings: ProviderSettings, *messages: Message) -> list[SendResult | ProviderError]:
-    """Send each message in turn with one session; failures are returned, not raised."""
-
-    async def go() -> list[SendResult | ProviderError]:
-        results: list[SendResult | ProviderError] = []
-        async with make_session(10) as session:
-            provider = create_provider("twilio", settings, session)
-            for item in messages:
-                try:
-                    results.append(await provider.send(item))
-                except ProviderError as exc:
-                    results.append(exc)
-        return results
-
-    return asyncio.run(go())
-
-
-def send_one_failing(settings: ProviderSettings, item: Message | None = None) -> ProviderError:
-    (result,) = send(settings, item or message())
-    assert isinstance(result, ProviderError), result
-    return result
 
 
 @pytest.fixture
@@ -96,7 +53,7 @@ def test_success_returns_sid_and_is_recorded(sandbox: SandboxHandle) -> None:
     ],
 )
 def test_magic_numbers_are_permanent(sandbox: SandboxHandle, to: str, code: str, opted_out: bool) -> None:
-    error = send_one_failing(twilio_settings(sandbox.base_url), message(to))
+    error = failure(twilio_settings(sandbox.base_url), message(to))
     assert (error.kind, error.code, error.opted_out) == ("permanent", code, opted_out)
     assert to not in str(error)  # the recipient is masked
     assert sandbox.stats()["requests"] == 1
@@ -104,7 +61,7 @@ def test_magic_numbers_are_permanent(sandbox: SandboxHandle, to: str, code: str,
 
 
 def test_bad_credentials_are_an_auth_error(sandbox: SandboxHandle) -> None:
-    error = send_one_failing(twilio_settings(sandbox.base_url, auth_token="wrong"))
+    error = failure(twilio_settings(sandbox.base_url, auth_token="wrong"), message())
     assert (error.kind, error.code) == ("permanent", "auth")
     assert "20003" in str(error) and "wrong" not in str(error)
     assert sandbox.stats()["requests"] == 1 and sandbox.messages() == []
@@ -112,7 +69,7 @@ def test_bad_credentials_are_an_auth_error(sandbox: SandboxHandle) -> None:
 
 def test_server_errors_are_transient() -> None:
     with sandbox_in_thread(error_rate=1.0) as sandbox:
-        error = send_one_failing(twilio_settings(sandbox.base_url))
+        error = failure(twilio_settings(sandbox.base_url), message())
         assert (error.kind, error.code) == ("transient", "20500")
         assert sandbox.stats()["accepted"] == 0
 
@@ -127,13 +84,21 @@ def test_rate_limit_is_transient_with_retry_after() -> None:
 
 
 def test_read_timeout_is_in_doubt_and_not_resent() -> None:
-    with sandbox_in_thread(timeout_rate=1.0, hang_s=10) as sandbox:
+    with sandbox_in_thread(timeout_rate=1.0, hang_s=HANG_S) as sandbox:
         started = time.monotonic()
-        error = send_one_failing(twilio_settings(sandbox.base_url, read_timeout_ms=300))
+        error = failure(twilio_settings(sandbox.base_url, read_timeout_ms=300), message())
         assert error.kind == "in_doubt"
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < HANG_S  # cut, not answered
         stats = sandbox.stats()
         assert (stats["requests"], stats["accepted"], stats["hung"]) == (1, 1, 1)
+
+
+def test_the_timeouts_of_a_request_are_the_providers_settings() -> None:
+    """What ends a hung request (above) early: the settings' read timeout, 300 ms, not a default."""
+    timeout = client_timeout(
+        twilio_settings("http://127.0.0.1:9", read_timeout_ms=300, connect_timeout_ms=700)
+    )
+    assert (timeout.sock_read, timeout.sock_connect, timeout.total) == (0.3, 0.7, None)
 
 
 def test_disconnect_after_request_is_in_doubt() -> None:
@@ -158,10 +123,7 @@ def test_disconnect_after_request_is_in_doubt() -> None:
 
 
 def test_refused_connection_is_transient() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    error = send_one_failing(twilio_settings(f"http://127.0.0.1:{port}"))
+    error = failure(twilio_settings(f"http://127.0.0.1:{free_port()}"), message())
     assert error.kind == "transient"
 
 
@@ -180,17 +142,9 @@ def test_messaging_service_replaces_from(sandbox: SandboxHandle) -> None:
 
 
 def test_email_is_refused_without_a_request(sandbox: SandboxHandle) -> None:
-    error = send_one_failing(twilio_settings(sandbox.base_url), message("ana@example.com", channel="email"))
+    error = failure(twilio_settings(sandbox.base_url), message("ana@example.com", channel="email"))
     assert error.kind == "permanent"
     assert sandbox.stats()["requests"] == 0
-
-
-def test_sandbox_counts_duplicates(sandbox: SandboxHandle) -> None:
-    send(twilio_settings(sandbox.base_url), message(), message(lead_id=2), message("+5511912345678"))
-    stats = sandbox.stats()
-    assert (stats["requests"], stats["accepted"], stats["duplicates"]) == (3, 3, 1)
-    sandbox.reset()
-    assert (sandbox.stats()["accepted"], sandbox.messages()) == (0, [])
 
 
 def test_log_provider_sends_nothing() -> None:
@@ -231,16 +185,6 @@ def test_registry_rejects_bad_config(name: str, raw: dict[str, Any], complaint: 
         asyncio.run(go())
 
 
-def test_sandbox_process_over_http() -> None:
-    with SandboxProcess(seed=1) as sandbox:
-        (result,) = send(twilio_settings(sandbox.base_url), message())
-        assert isinstance(result, SendResult)
-        assert [m["sid"] for m in sandbox.messages()] == [result.message_id]
-        assert sandbox.stats()["accepted"] == 1
-        sandbox.reset()
-        assert sandbox.messages() == []
-
-
 def test_sms_result_carries_twilio_segments(sandbox: SandboxHandle) -> None:
     long_text = Message(lead_id=1, channel="sms", to=LEAD, body="Olá " + "a" * 70)
     short, long = send(twilio_settings(sandbox.base_url), message(), long_text)
@@ -250,7 +194,7 @@ def test_sms_result_carries_twilio_segments(sandbox: SandboxHandle) -> None:
 
 
 def test_number_without_plus_is_refused(sandbox: SandboxHandle) -> None:
-    error = send_one_failing(twilio_settings(sandbox.base_url), message(LEAD.removeprefix("+")))
+    error = failure(twilio_settings(sandbox.base_url), message(LEAD.removeprefix("+")))
     assert (error.kind, error.code) == ("permanent", "21211")
 
 
@@ -269,24 +213,9 @@ def test_whatsapp_content_template(sandbox: SandboxHandle) -> None:
 
 def test_content_template_missing_field_fails_without_a_request(sandbox: SandboxHandle) -> None:
     settings = twilio_settings(sandbox.base_url, content_sid="HX1", content_variables={"1": "cidade"})
-    error = send_one_failing(settings, Message(1, "whatsapp", LEAD, "x", fields={"name": "Ana"}))
+    error = failure(settings, Message(1, "whatsapp", LEAD, "x", fields={"name": "Ana"}))
     assert (error.kind, error.code) == ("permanent", "template_field")
     assert "cidade" in str(error) and sandbox.stats()["requests"] == 0
-
-
-def test_latency_median_and_p99() -> None:
-    async def go() -> list[float]:
-        server = SandboxServer(latency_ms=5, latency_p99_ms=40, seed=3)
-        return [server._rng.lognormvariate(server._latency_mu, server._latency_sigma) for _ in range(20_000)]
-
-    delays = sorted(asyncio.run(go()))
-    assert 0.0045 < delays[len(delays) // 2] < 0.0055
-    assert 0.034 < delays[int(len(delays) * 0.99)] < 0.046
-
-
-def test_sandbox_rejects_a_p99_below_the_median() -> None:
-    with pytest.raises(UsageError, match="latency_p99_ms"):
-        SandboxServer(latency_ms=50, latency_p99_ms=10)
 
 
 def test_twilio_form_values_encode_exactly_as_quote_plus() -> None:

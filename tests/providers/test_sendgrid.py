@@ -12,7 +12,16 @@ from leadctl.config import ProviderSettings
 from leadctl.local.sandbox.server import SANDBOX_SENDGRID_KEY, SandboxHandle, sandbox_in_thread
 from leadctl.providers.base import AUTH_ERROR, Message, Provider, ProviderError, SendResult
 from leadctl.providers.sendgrid import SendGridProvider
-from tests.support.providers import Outcome, failure, message, provider_settings, run_with, send, success
+from tests.support.providers import (
+    HANG_S,
+    Outcome,
+    failure,
+    message,
+    provider_settings,
+    run_with,
+    send,
+    success,
+)
 
 SENDER = "ofertas@leadctl.example"
 
@@ -119,12 +128,12 @@ def test_server_error_is_transient_for_the_whole_batch() -> None:
 
 
 def test_hang_leaves_the_batch_in_doubt_after_one_request() -> None:
-    with sandbox_in_thread(timeout_rate=1.0, hang_s=10) as sandbox:
+    with sandbox_in_thread(timeout_rate=1.0, hang_s=HANG_S) as sandbox:
         started = time.monotonic()
         settings = sendgrid_settings(sandbox.base_url, read_timeout_ms=300)
         outcomes = send_many(settings, [email(f"l{i}@example.com", i) for i in range(3)])
         assert all(isinstance(o, ProviderError) and o.kind == "in_doubt" for o in outcomes)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < HANG_S  # cut, not answered
         assert (sandbox.stats()["requests"], sandbox.stats()["accepted"]) == (1, 3)
 
 

@@ -18,7 +18,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from leadctl.config import ProviderSettings
 from leadctl.providers.base import AUTH_ERROR, ProviderError, SendResult
-from tests.support.providers import Outcome, failure, free_port, message, provider_settings, send, success
+from tests.support.providers import Outcome, failure, message, provider_settings, send, success
+from tests.support.servers import free_port
 
 SENDER = "ofertas@leadctl.example"
 USER, PASSWORD = "leadctl", "s3cret"
@@ -32,7 +33,7 @@ class Mailbox:
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     ehlos: int = 0
     data_commands: int = 0
-    hang_s: float = 0.0
+    hang: bool = False  # leave DATA unanswered until the server stops
 
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
@@ -54,8 +55,8 @@ class Mailbox:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.data_commands += 1
-        if self.hang_s:
-            await asyncio.sleep(self.hang_s)
+        if self.hang:
+            await asyncio.Event().wait()  # cancelled when the server stops
         self.envelopes.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
         raw = envelope.original_content or b""
         self.messages.append(email.message_from_bytes(raw, policy=default_policy))  # type: ignore[arg-type]
@@ -197,7 +198,7 @@ def test_no_server_is_transient() -> None:
 
 
 def test_no_answer_to_data_is_in_doubt_and_sent_once() -> None:
-    running = start_server(Mailbox(hang_s=1.5))
+    running = start_server(Mailbox(hang=True))
     try:
         error = failure(
             smtp_settings(running.url(), username=None, password=None, read_timeout_ms=300), mail()

@@ -20,8 +20,10 @@ from leadctl.errors import ConfigError
 from leadctl.local.namespaces import purge_namespace
 from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.queue import keys, streams
-from tests.conftest import RedisTarget, run_leadctl
-from tests.support.reliability import ingest_ok, sandbox_config, statuses, write_leads
+from tests.support.cli import ingest_ok, run_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.servers import RedisTarget
+from tests.support.state import statuses
 
 
 def mismatch(configured: int, recorded: int) -> str:

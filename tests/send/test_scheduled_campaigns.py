@@ -19,8 +19,9 @@ from redis.cluster import RedisCluster
 from leadctl.config import Settings
 from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.queue import keys
-from tests.conftest import CLUSTER_PARTITIONS, run_leadctl
-from tests.support.reliability import ingest_ok, sandbox_config
+from tests.support.cli import ingest_ok, run_leadctl
+from tests.support.files import sandbox_config
+from tests.support.servers import CLUSTER_PARTITIONS
 
 STATUSES = ("sent", "failed", "dead", "suppressed", "in_doubt", "queued")
 

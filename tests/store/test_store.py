@@ -22,6 +22,7 @@ from leadctl.store.deliveries import (
 from leadctl.store.leads import LeadWriter
 from leadctl.store.migrations import MIGRATIONS, drop_namespace, migrate
 from leadctl.store.reports import delivery_groups
+from tests.support.waiting import wait_until
 
 
 def lead(contact: str, channel: str = "sms", line: int = 2, **fields: str) -> Lead:
@@ -214,11 +215,17 @@ def test_a_claim_racing_the_deletion_of_its_lead_neither_claims_it_nor_leaves_a_
     (recorded,) = LeadWriter(settings.namespace).record(conn, [lead("+5511987650001")], "f")
     store = DeliveryStore(settings.namespace)
 
+    def waits_for_a_lock(pid: int) -> bool:
+        with psycopg.connect(settings.database.url or "", autocommit=True) as watcher:
+            row = watcher.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
+            return row.fetchone() == ("Lock",)
+
     async def scenario(deleting: psycopg.Connection) -> tuple[bool, ClaimResult]:
         pool = await open_async_pool(settings.database.url or "", settings, max_size=1)
         async with pool.connection() as c:
             claim = asyncio.ensure_future(store.claim(c, "sms", [recorded.lead_id], "w1"))
-            await asyncio.sleep(0.5)
+            pid = c.info.backend_pid
+            await wait_until(lambda: waits_for_a_lock(pid), what="the claim to wait for the deletion's lock")
             waited = not claim.done()
             deleting.commit()
             result = await claim

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from leadctl.config import ProviderSettings
+from leadctl.local.sandbox.server import SANDBOX_ACCOUNT_SID, SANDBOX_AUTH_TOKEN
 from leadctl.providers.base import Message, Provider, ProviderError, SendResult
 from leadctl.providers.registry import create_provider, make_session
 
 Outcome = SendResult | ProviderError
+
+HANG_S = 60.0
+"""How long the sandbox leaves a request unanswered in the read-timeout tests: longer than any timeout
+in play, so a call that ends in doubt before it was cut by the adapter's own read timeout."""
+
+SENDER = "+15005550006"
+"""The sandbox's Twilio test sender."""
 
 
 def provider_settings(kind: str, **raw: Any) -> ProviderSettings:
@@ -19,6 +26,12 @@ def provider_settings(kind: str, **raw: Any) -> ProviderSettings:
     return ProviderSettings.model_validate(
         {"type": kind, "connect_timeout_ms": 1000, "read_timeout_ms": 5000, **raw}
     )
+
+
+def twilio_settings(base_url: str, **overrides: Any) -> ProviderSettings:
+    """The Twilio adapter on the sandbox at ``base_url``, with the sandbox's credentials."""
+    raw = {"base_url": base_url, "from": SENDER, "account_sid": SANDBOX_ACCOUNT_SID}
+    return provider_settings("twilio", **{**raw, "auth_token": SANDBOX_AUTH_TOKEN, **overrides})
 
 
 def message(
@@ -74,9 +87,3 @@ def success(settings: ProviderSettings, item: Message) -> SendResult:
     (outcome,) = send(settings, item)
     assert isinstance(outcome, SendResult), outcome
     return outcome
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

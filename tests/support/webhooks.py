@@ -6,7 +6,6 @@ import base64
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from leadctl.webhooks import signatures
+from tests.support.waiting import wait_for
 
 TWILIO_TOKEN = "test-twilio-token"
 META_SECRET = "test-meta-app-secret"
@@ -127,14 +127,3 @@ def receipt(pg: psycopg.Connection, namespace: str, lead_id: int) -> tuple[Any, 
 def drained(base_url: str) -> None:
     """Wait until the webhook server has written every event it acknowledged."""
     wait_for(lambda: orjson.loads(get(base_url + "/healthz")[1])["waiting"] == 0, what="the webhook queue")
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)

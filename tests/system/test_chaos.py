@@ -18,8 +18,10 @@ from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.queue import keys, streams
 from leadctl.records import Lead
 from leadctl.store.leads import LeadWriter
-from tests.conftest import RedisTarget, run_leadctl
-from tests.support.reliability import sandbox_config
+from tests.support.cli import run_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.providers import HANG_S
+from tests.support.servers import RedisTarget
 
 LEADS = 10_000  # on the cluster too: its run takes about as long as on the single Redis (~25 s)
 INVALID = (
@@ -27,11 +29,6 @@ INVALID = (
 )
 OPTED_OUT = "+15005550004"  # the sandbox's unsubscribed recipient (21610)
 MAX_ATTEMPTS = 2
-
-
-def _lead_file(path: Path, count: int) -> None:
-    rows = [f"Lead {i},+55119{8000_0000 + i:08d}" for i in range(count - 1)]
-    path.write_text("nome,telefone\n" + "\n".join([*rows, f"Opted Out,{OPTED_OUT}"]) + "\n", encoding="utf-8")
 
 
 def _record_invalid(settings: Settings, target: RedisTarget) -> list[str]:
@@ -53,7 +50,7 @@ def test_ten_thousand_leads_through_every_failure(
     pg: psycopg.Connection,
 ) -> None:
     ns, client, partitions = settings.namespace, redis_target.client, redis_target.partitions
-    _lead_file(tmp_path / "leads.csv", LEADS - INVALID)
+    write_leads(tmp_path / "leads.csv", LEADS - INVALID - 1, extra_phones=(OPTED_OUT,))
     env = {
         **redis_target.env,
         "LEADCTL_CHANNELS__SMS__MAX_ATTEMPTS": str(MAX_ATTEMPTS),
@@ -62,7 +59,7 @@ def test_ten_thousand_leads_through_every_failure(
         "LEADCTL_PROVIDERS__TWILIO__READ_TIMEOUT_MS": "3000",
         "LEADCTL_PROVIDERS__TWILIO__BREAKER_RESET_S": "0.5",
     }
-    faults = {"error_rate": 0.05, "throttle_rate": 0.02, "timeout_rate": 0.005, "hang_s": 6, "seed": 7}
+    faults = {"error_rate": 0.05, "throttle_rate": 0.02, "timeout_rate": 0.005, "hang_s": HANG_S, "seed": 7}
     with sandbox_in_thread(**faults) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
         ingested = run_leadctl(

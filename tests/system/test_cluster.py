@@ -23,32 +23,11 @@ from leadctl.local.cluster import LocalCluster
 from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.queue import keys, streams
 from leadctl.send import metrics
-from tests.conftest import CLUSTER_PARTITIONS as PARTITIONS
-from tests.conftest import run_leadctl
-from tests.send.test_reliability import start_leadctl, wait_for, worker_pids
-from tests.support.reliability import sandbox_config, statuses, write_leads
-
-
-def ingest(config: Path, leads: Path, env: dict[str, str]) -> None:
-    result = run_leadctl(["--config", str(config), "ingest", str(leads), "--json"], env)
-    assert result.returncode == 0, result.stderr
-
-
-def assert_sent_at_most_once(
-    pg: psycopg.Connection, namespace: str, messages: list[dict[str, object]]
-) -> None:
-    """Each lead reached the provider at most once; those recorded sent did, the others are in doubt."""
-    received = Counter(m["to"] for m in messages)
-    assert max(received.values()) == 1, "a lead was sent twice"
-    by_status = dict(
-        pg.execute(
-            f'SELECT d.status, array_agg(l.contact) FROM "{namespace}".lead_deliveries d '
-            f'JOIN "{namespace}".leads l ON l.id = d.lead_id GROUP BY 1'
-        ).fetchall()
-    )
-    assert set(by_status) <= {"sent", "in_doubt"}, by_status.keys()
-    assert set(by_status["sent"]) <= set(received)
-    assert set(received) - set(by_status["sent"]) <= set(by_status.get("in_doubt", []))
+from tests.support.cli import ingest_ok, run_leadctl, start_leadctl, worker_pids
+from tests.support.files import sandbox_config, write_leads
+from tests.support.servers import CLUSTER_PARTITIONS as PARTITIONS
+from tests.support.state import assert_sent_at_most_once, statuses
+from tests.support.waiting import wait_for
 
 
 def test_cluster_settings_from_nodes_or_url() -> None:
@@ -89,7 +68,7 @@ def test_thousand_leads_sent_exactly_once_on_a_partitioned_cluster(
     phones = write_leads(tmp_path / "leads.csv", 1000)
     with sandbox_in_thread() as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        ingest(config, tmp_path / "leads.csv", cluster_env)
+        ingest_ok(config, tmp_path / "leads.csv", cluster_env)
         lengths = [cluster_client.xlen(k) for k in keys.streams(settings.namespace, "sms", PARTITIONS)]
         assert sum(lengths) == 1000 and min(lengths) == 250  # lead ids 1..1000, id % 4
         nodes = {cluster_client.get_node_from_key(k).name for k in keys.streams(settings.namespace, "sms", 4)}
@@ -122,7 +101,7 @@ def test_sigkilled_worker_on_the_cluster_loses_nothing_and_sends_nothing_twice(
     write_leads(tmp_path / "leads.csv", 1500)
     with sandbox_in_thread(latency_ms=20, seed=1) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        ingest(config, tmp_path / "leads.csv", cluster_env)
+        ingest_ok(config, tmp_path / "leads.csv", cluster_env)
         work = ["work", "--channel", "sms", "--workers", "2", "--concurrency", "20", "--burst"]
         run = start_leadctl(["--config", str(config), *work], cluster_env)
         wait_for(lambda: sandbox.stats()["accepted"] >= 200 and len(worker_pids(run)) == 2)
@@ -150,7 +129,7 @@ def test_a_master_killed_mid_run_fails_over_and_nothing_is_lost_or_sent_twice(
     victim = cluster_client.get_node_from_key(keys.stream(settings.namespace, "sms")).port
     with sandbox_in_thread(latency_ms=40, seed=7) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        ingest(config, tmp_path / "leads.csv", cluster_env)
+        ingest_ok(config, tmp_path / "leads.csv", cluster_env)
         work = ["work", "--channel", "sms", "--workers", "2", "--concurrency", "10", "--burst"]
         run = start_leadctl(["--config", str(config), *work], cluster_env)
         try:
@@ -190,7 +169,7 @@ def test_requeue_rebuilds_only_the_partition_that_lost_its_entries(
     write_leads(tmp_path / "leads.csv", 400)
     with sandbox_in_thread() as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        ingest(config, tmp_path / "leads.csv", cluster_env)
+        ingest_ok(config, tmp_path / "leads.csv", cluster_env)
         lost = keys.stream(settings.namespace, "sms", 2)
         assert cluster_client.xlen(lost) == 100
         cluster_client.delete(lost)  # as if that master lost its data

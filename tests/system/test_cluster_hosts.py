@@ -15,9 +15,10 @@ from leadctl.config import Settings
 from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.providers.ratelimit import default_burst
 from leadctl.send import heartbeats
-from tests.send.test_reliability import start_leadctl, wait_for
-from tests.support.reliability import sandbox_config, statuses, write_leads
-from tests.system.test_cluster import ingest
+from tests.support.cli import ingest_ok, start_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.state import statuses
+from tests.support.waiting import wait_for
 
 RATE = 150
 
@@ -32,7 +33,7 @@ def test_two_supervisors_share_queues_rate_limit_and_heartbeats_without_double_s
     write_leads(tmp_path / "leads.csv", 1200)
     with sandbox_in_thread(latency_ms=10, seed=11) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url, f"    rate_limit: {RATE}\n")
-        ingest(config, tmp_path / "leads.csv", cluster_env)
+        ingest_ok(config, tmp_path / "leads.csv", cluster_env)
         work = ["work", "--channel", "sms", "--workers", "2", "--concurrency", "20", "--burst", "--json"]
         hosts = {
             name: start_leadctl(["--config", str(config), *work, "--name", name], cluster_env)
@@ -74,9 +75,10 @@ def test_a_batch_started_on_each_of_two_hosts_runs_once(
     pg: psycopg.Connection,
 ) -> None:
     write_leads(tmp_path / "leads.csv", 600)
-    with sandbox_in_thread(latency_ms=20, seed=12) as sandbox:
+    # 5 sends in flight at 100 ms each: the first run takes ~12 s, long enough to overlap for sure
+    with sandbox_in_thread(latency_ms=100, seed=12) as sandbox:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
-        ingest(config, tmp_path / "leads.csv", cluster_env)
+        ingest_ok(config, tmp_path / "leads.csv", cluster_env)
         env = {**cluster_env, "LEADCTL_CHANNELS__SMS__CONCURRENCY": "5"}
         batch = ["--config", str(config), "batch", "--workers", "1", "--json"]
         first = start_leadctl([*batch, "--name", "h1"], env)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +20,9 @@ from leadctl.config import Settings
 from leadctl.local.sandbox.server import sandbox_in_thread
 from leadctl.local.services import resolve_urls, stop_embedded
 from leadctl.queue import keys
-from tests.send.test_reliability import start_leadctl, wait_for
-from tests.support.reliability import ingest_ok, sandbox_config, write_leads
+from tests.support.cli import ingest_ok, start_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.waiting import wait_for
 
 LEADS = 2000
 
@@ -65,39 +65,29 @@ def test_restart_during_a_run(
 ) -> None:
     url = private_server(settings, private_dir, which)
     env = {**leadctl_env, "LEADCTL_REDIS_URL" if which == "redis" else "LEADCTL_DATABASE_URL": url}
-    # waits for a connection give up after 1 s, so the 2 s outage surfaces instead of being waited out
+    # waits for a connection give up after 1 s, so the outage surfaces instead of being waited out
     env["LEADCTL_DATABASE__CONNECT_TIMEOUT_MS"] = "1000"
     redis_url, database_url = env["LEADCTL_REDIS_URL"], env["LEADCTL_DATABASE_URL"]
+    unavailable = "Redis unavailable" if which == "redis" else "PostgreSQL unavailable"
+    log = tmp_path / "work.log"
     write_leads(tmp_path / "leads.csv", LEADS)
-    with sandbox_in_thread(latency_ms=20, seed=5) as sandbox:
+    with sandbox_in_thread(latency_ms=20, seed=5) as sandbox, log.open("w", encoding="utf-8") as stderr_file:
         config = sandbox_config(tmp_path / "leadctl.yaml", sandbox.base_url)
         ingest_ok(config, tmp_path / "leads.csv", env)
-        run = start_leadctl(
-            [
-                "--config",
-                str(config),
-                "work",
-                "--channel",
-                "sms",
-                "--workers",
-                "2",
-                "--concurrency",
-                "10",
-                "--burst",
-            ],
-            env,
-        )
+        work = ["work", "--channel", "sms", "--workers", "2", "--concurrency", "10", "--burst"]
+        run = start_leadctl(["--config", str(config), *work], env, stderr=stderr_file)
         wait_for(lambda: sandbox.stats()["accepted"] >= 300)
         stopped = stop_embedded(private_dir, only=which)
         assert [s.name for s in stopped] == [which]
-        time.sleep(2)
+        # the server stays down until a worker has met the outage
+        wait_for(lambda: unavailable in log.read_text(encoding="utf-8"), timeout=60, what=unavailable)
         assert private_server(settings, private_dir, which) == url
-        _, stderr = run.communicate(timeout=180)
+        run.communicate(timeout=180)
         stats = sandbox.stats()
+    stderr = log.read_text(encoding="utf-8")
 
     assert run.returncode == 0, stderr
     assert "Traceback" not in stderr
-    unavailable = "Redis unavailable" if which == "redis" else "PostgreSQL unavailable"
     assert unavailable in stderr and "resuming" in stderr, stderr
     statuses, length, pending = final_state(database_url, redis_url, settings.namespace)
     # conservation: accepted = sent + failed + dead + in_doubt + suppressed + still queued

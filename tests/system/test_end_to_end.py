@@ -12,8 +12,8 @@ import redis
 from leadctl.config import Settings
 from leadctl.local.sandbox.server import SANDBOX_AUTH_TOKEN, SANDBOX_SENDGRID_KEY, sandbox_in_thread
 from leadctl.queue import keys
-from tests.conftest import run_leadctl
-from tests.support.reliability import ingest_ok, sandbox_config, write_leads
+from tests.support.cli import ingest_ok, run_leadctl
+from tests.support.files import EXAMPLES, sandbox_config, write_leads
 
 
 def test_thousand_leads_sent_exactly_once(
@@ -168,7 +168,7 @@ def test_campaign_templates_and_sms_segments_are_used_and_recorded(
 
 
 def test_demo_runs_end_to_end_on_configured_servers(leadctl_env: dict[str, str], tmp_path: Path) -> None:
-    examples = Path(__file__).parents[2] / "examples" / "leads.csv"
+    examples = EXAMPLES / "leads.csv"
     env = {**leadctl_env, "LEADCTL_DATA_DIR": str(tmp_path / "data")}  # not created beforehand
     result = run_leadctl(["demo", "--file", str(examples)], env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

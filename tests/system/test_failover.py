@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,10 @@ from leadctl.providers.breaker import CircuitBreaker
 from leadctl.providers.chain import CIRCUIT_OPEN, Call, ProviderChain, build_chain
 from leadctl.providers.registry import make_session
 from leadctl.queue import keys
-from tests.conftest import run_leadctl
-from tests.support.reliability import write_leads
+from tests.support.cli import run_leadctl
+from tests.support.files import write_leads
+from tests.support.providers import HANG_S
+from tests.support.waiting import wait_until
 
 
 class Sandboxes:
@@ -138,7 +139,8 @@ def test_sends_fail_over_while_the_breaker_is_open_and_come_back_after_the_probe
     settings: Settings, sandboxes: Sandboxes
 ) -> None:
     urls = {"zenvia": sandboxes.start("zenvia", error_rate=1.0), "twilio": sandboxes.start("twilio")}
-    settings = chain_settings(settings, urls)
+    # open for 2 s: ample for the 7 sends that must meet it open, on a loaded machine too
+    settings = chain_settings(settings, urls, zenvia={"breaker_reset_s": 2})
 
     async def test(chain: ProviderChain) -> tuple[list[Any], list[Any], list[Any]]:
         outage = [await outcome(chain, message(i)) for i in range(8)]
@@ -147,7 +149,7 @@ def test_sends_fail_over_while_the_breaker_is_open_and_come_back_after_the_probe
         # three 500s opened zenvia's breaker; nothing else was tried on it
         assert sandboxes.stats("zenvia")["requests"] == 3
         await asyncio.to_thread(sandboxes.replace, "zenvia")  # the outage ends
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: chain.routes[0].breaker.retry_in() == 0, what="the breaker's reset period")
         assert chain.routes[0].breaker.state == "half_open"
         after = [await outcome(chain, message(i)) for i in range(10, 15)]
         assert chain.routes[0].breaker.state == "closed"
@@ -168,7 +170,7 @@ def test_a_failed_probe_keeps_the_breaker_open(settings: Settings, sandboxes: Sa
 
     async def test(chain: ProviderChain) -> list[Any]:
         results = [await outcome(chain, message(i)) for i in range(3)]
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: chain.routes[0].breaker.retry_in() == 0, what="the breaker's reset period")
         results.append(await outcome(chain, message(3)))  # the probe: zenvia fails, twilio sends
         assert chain.routes[0].breaker.state == "open"
         results.append(await outcome(chain, message(4)))
@@ -180,7 +182,7 @@ def test_a_failed_probe_keeps_the_breaker_open(settings: Settings, sandboxes: Sa
 
 def test_in_doubt_is_never_sent_elsewhere(settings: Settings, sandboxes: Sandboxes) -> None:
     urls = {
-        "zenvia": sandboxes.start("zenvia", timeout_rate=1.0, hang_s=5),
+        "zenvia": sandboxes.start("zenvia", timeout_rate=1.0, hang_s=HANG_S),
         "twilio": sandboxes.start("twilio"),
     }
     settings = chain_settings(settings, urls, zenvia={"read_timeout_ms": 300})
@@ -256,7 +258,7 @@ def test_a_send_cancelled_waiting_for_a_token_never_reached_a_provider(
     settings: Settings, sandboxes: Sandboxes
 ) -> None:
     """The worker's shutdown tells "certainly not sent" (queued again) from "maybe sent" (in doubt)."""
-    urls = {"zenvia": sandboxes.start("zenvia", timeout_rate=1.0, hang_s=5)}
+    urls = {"zenvia": sandboxes.start("zenvia", timeout_rate=1.0, hang_s=HANG_S)}
     settings = chain_settings(settings, urls, zenvia={"rate_limit": 1, "burst": 1, "read_timeout_ms": 5000})
     hanging, waiting = Call(), Call()
 
@@ -264,7 +266,8 @@ def test_a_send_cancelled_waiting_for_a_token_never_reached_a_provider(
         tasks = [
             asyncio.create_task(chain.send(message(i), call)) for i, call in enumerate((hanging, waiting))
         ]
-        await asyncio.sleep(0.3)  # the first is in its request, the second waits a second for its token
+        # the first is in its request (the sandbox has it), the second waits a second for its token
+        await wait_until(lambda: hanging.in_request and sandboxes.stats("zenvia")["requests"] == 1)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -275,8 +278,29 @@ def test_a_send_cancelled_waiting_for_a_token_never_reached_a_provider(
     assert sandboxes.stats("zenvia")["requests"] == 1
 
 
-def test_breaker_states() -> None:
-    breaker = CircuitBreaker("p", failures=2, reset_s=0.05)
+class Clock:
+    """The breaker's monotonic clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The breaker reads only ``time.monotonic()``: it gets a clock that moves when the test says."""
+    clock = Clock()
+    monkeypatch.setattr("leadctl.providers.breaker.time", clock)
+    return clock
+
+
+def test_breaker_states(clock: Clock) -> None:
+    breaker = CircuitBreaker("p", failures=2, reset_s=0.5)
     breaker.record_failure()
     breaker.record_success()  # a success breaks the run
     breaker.record_failure()
@@ -285,7 +309,9 @@ def test_breaker_states() -> None:
     assert breaker.state == "open" and not breaker.allow()
     breaker.record_success()  # a send from before it opened does not close it
     assert breaker.state == "open"
-    time.sleep(0.05)
+    clock.advance(0.25)
+    assert breaker.state == "open" and not breaker.allow()
+    clock.advance(0.25)
     assert breaker.state == "half_open"
     assert breaker.allow()  # the probe
     assert not breaker.allow()  # only one
@@ -293,13 +319,13 @@ def test_breaker_states() -> None:
     assert breaker.state == "closed" and breaker.allow()
 
 
-def test_a_lost_probe_is_replaced_after_another_reset_period() -> None:
+def test_a_lost_probe_is_replaced_after_another_reset_period(clock: Clock) -> None:
     breaker = CircuitBreaker("p", failures=1, reset_s=0.05)
     breaker.record_failure()
-    time.sleep(0.05)
+    clock.advance(0.05)
     assert breaker.allow()  # a probe whose result never comes
     assert not breaker.allow()
-    time.sleep(0.05)
+    clock.advance(0.05)
     assert breaker.allow()
 
 

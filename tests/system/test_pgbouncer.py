@@ -4,13 +4,13 @@ table dropped at each commit) and every lead is sent once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +22,11 @@ import pytest
 from leadctl.config import Settings
 from leadctl.local.cluster import free_ports
 from leadctl.local.sandbox.server import sandbox_in_thread
-from tests.conftest import run_leadctl
-from tests.support.reliability import sandbox_config, statuses, write_leads
+from tests.support.cli import run_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.servers import postgres_answers
+from tests.support.state import statuses
+from tests.support.waiting import wait_for
 
 
 def _pgbouncer() -> str | None:
@@ -57,18 +60,15 @@ def pgbouncer_url(service_urls: tuple[str, str]) -> Iterator[str]:
         command[1:1] = ["-u", "postgres"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"postgresql://{target.username}@127.0.0.1:{port}{target.path}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            psycopg.connect(url, connect_timeout=1).close()
-            break
-        except psycopg.OperationalError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(
-                    f"pgbouncer did not start: {process.stderr.read().decode() if process.stderr else ''}"
-                )
-            time.sleep(0.05)
+
+    def up_or_gone() -> bool:
+        return process.poll() is not None or postgres_answers(url)
+
+    with contextlib.suppress(AssertionError):  # judged below, with pgbouncer's own words
+        wait_for(up_or_gone, what="pgbouncer to accept connections")
+    if process.poll() is not None or not postgres_answers(url):
+        process.kill()
+        pytest.fail(f"pgbouncer did not start: {process.stderr.read().decode() if process.stderr else ''}")
     yield url
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=10)

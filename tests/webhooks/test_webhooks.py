@@ -14,6 +14,7 @@ from leadctl.config import Settings
 from leadctl.connections import Endpoints, open_postgres
 from leadctl.webhooks.server import Running, serve_in_thread
 from tests.support import webhooks as kit
+from tests.support.waiting import wait_for
 
 
 def _settings(settings: Settings, **extra: Any) -> Settings:
@@ -266,5 +267,5 @@ def test_receipt_ahead_of_the_send_record_is_applied_later(
     pg.execute(
         f'UPDATE "{namespace}".deliveries SET provider_message_id = %s WHERE lead_id = %s', ("SMearly", lead)
     )
-    kit.wait_for(lambda: kit.receipt(pg, namespace, lead)[0] == "delivered", what="the reconciled receipt")
+    wait_for(lambda: kit.receipt(pg, namespace, lead)[0] == "delivered", what="the reconciled receipt")
     assert _events(pg, namespace) == []

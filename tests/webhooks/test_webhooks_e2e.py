@@ -27,8 +27,8 @@ from leadctl.local.sandbox.server import (
     sandbox_in_thread,
 )
 from leadctl.webhooks.server import serve_in_thread
-from tests.conftest import run_leadctl
-from tests.support import webhooks as kit
+from tests.support.cli import run_leadctl
+from tests.support.waiting import wait_for
 
 SUCCESS = {"twilio": "delivered", "zenvia": "delivered", "whatsapp_cloud": "read", "sendgrid": "read"}
 FAILURE = {
@@ -132,7 +132,7 @@ def test_every_provider_receipt_ends_in_the_right_state(
             return {(provider, contact): status for provider, contact, status in rows}
 
         expected = {key: (SUCCESS if ok else FAILURE)[key[0]] for key, ok in fates.items()}
-        kit.wait_for(lambda: states() == expected, timeout=30, what="every receipt")
+        wait_for(lambda: states() == expected, timeout=30, what="every receipt")
         stats = json.loads(run_leadctl(["--config", config("twilio"), "stats", "--json"], leadctl_env).stdout)
         callbacks = sandbox.stats()["callbacks"]
 
