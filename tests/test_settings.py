@@ -46,10 +46,13 @@ from leadctl.queue import keys
 from leadctl.send.heartbeats import live_workers
 from leadctl.send.worker import WorkerOptions, WorkerReport, run_worker
 from leadctl.webhooks.server import serve_in_thread
-from tests.conftest import run_leadctl
 from tests.support import webhooks as kit
-from tests.support.providers import failure, free_port, message, provider_settings
-from tests.support.reliability import ingest_ok, sandbox_config, statuses, write_leads
+from tests.support.cli import ingest_ok, run_leadctl
+from tests.support.files import sandbox_config, write_leads
+from tests.support.providers import failure, message, provider_settings
+from tests.support.servers import free_port
+from tests.support.state import statuses
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).parent.parent
 HERE = "test_settings.py"
@@ -500,7 +503,7 @@ def _worker_processes(run: subprocess.Popen[str], client: redis.Redis, namespace
         beating = [b for b in live_workers(client, namespace) if f":{run.pid}:" in b.consumer]
         return len(spawned) if spawned and len(beating) == len(spawned) else None
 
-    return kit.wait_for(settled, 60, "every worker's heartbeat")
+    return wait_for(settled, 60, what="every worker's heartbeat")
 
 
 def test_channel_workers_are_the_processes_of_work_and_batch(
@@ -549,7 +552,9 @@ def test_channel_concurrency_and_the_shutdown_grace(
         ingest_ok(config, tmp_path / "leads.csv", env)
         run = _start(["--config", str(config), "work", "--channel", "sms", "--workers", "1"], env)
         try:
-            kit.wait_for(lambda: sandbox.stats()["requests"] == 3 and claimed() == 6, 30, "3 sends in flight")
+            wait_for(
+                lambda: sandbox.stats()["requests"] == 3 and claimed() == 6, 30, what="3 sends in flight"
+            )
             run.send_signal(signal.SIGTERM)
             _, stderr = run.communicate(timeout=20)
         finally:
@@ -805,7 +810,7 @@ def test_webhooks_serve_listens_on_the_configured_host_and_port(
                 assert run.poll() is None, run.communicate()[1]
                 return False
 
-        kit.wait_for(answers, 30, "the webhook server")
+        wait_for(answers, 30, what="the webhook server")
         run.send_signal(signal.SIGTERM)
         _, stderr = run.communicate(timeout=30)
         assert run.returncode == 0, stderr
