@@ -17,7 +17,7 @@ ROOT = Path(leadctl.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("config", "errors", "records", "masking"),
     ("store",),
-    ("connections",),
+    ("connections", "retry"),
     ("queue",),
     ("providers", "compliance"),
     ("send", "ingest"),

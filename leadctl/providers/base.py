@@ -79,6 +79,11 @@ class ProviderError(Exception):
         return f"ProviderError({str(self.kind)!r}, {self.message!r}, code={self.code!r})"
 
 
+def transient(exc: BaseException) -> bool:
+    """A provider error that certainly did not send: worth another attempt (leadctl.retry)."""
+    return isinstance(exc, ProviderError) and exc.kind == ErrorKind.TRANSIENT
+
+
 def lead_fields(message: Message, names: Sequence[str]) -> list[str]:
     """The values of a provider-side template's variables, from the lead's fields, in order.
 

@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 from leadctl.config import ProviderSettings
 from leadctl.connections import redis_outage
 from leadctl.queue import keys
+from leadctl.retry import OUTAGE, Backoff
 
 log = logging.getLogger("leadctl.providers.ratelimit")
 
@@ -233,6 +234,7 @@ class _Batcher:
         self._sender = sender
         self._waiting: deque[tuple[int, asyncio.Future[float]]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._backoff = Backoff(OUTAGE, on_failure=self._holding)  # while Redis is away
 
     async def take(self, n: int) -> None:
         """Wait for ``n`` tokens; if resumed too late to use them, reserve again once (LATE_S)."""
@@ -256,8 +258,15 @@ class _Batcher:
                 count += n
         return batch, count
 
+    def _holding(self, exc: BaseException, _pause: float) -> None:
+        if self._backoff.failed == 1:
+            log.warning(
+                "provider %s: rate limiter cannot reach Redis (%s); holding sends",
+                self._limiter.provider,
+                exc,
+            )
+
     async def _run(self) -> None:
-        delay = 0.0
         while self._waiting:
             batch, count = self._next_batch()
             if not batch:
@@ -266,23 +275,16 @@ class _Batcher:
                 grant = await self._limiter.reserve(count, self._sender)
                 due = time.monotonic() + grant.wait
             except Exception as exc:
-                if not redis_outage(exc):
+                if not self._backoff.retries(exc):
                     for _, future in [*batch, *self._waiting]:
                         if not future.done():
                             future.set_exception(exc)
                     self._waiting.clear()
                     return
                 self._waiting.extendleft(reversed(batch))
-                if not delay:
-                    log.warning(
-                        "provider %s: rate limiter cannot reach Redis (%s); holding sends",
-                        self._limiter.provider,
-                        exc,
-                    )
-                delay = min(max(delay * 2, 0.1), 5.0)
-                await asyncio.sleep(delay)
+                await self._backoff.wait(exc)
                 continue
-            delay = 0.0
+            self._backoff.reset()
             if grant.count < count:  # paused: nothing was reserved
                 self._waiting.extendleft(reversed(batch))
                 await asyncio.sleep(grant.wait)

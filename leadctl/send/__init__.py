@@ -2,6 +2,6 @@
 
 worker.py is the asyncio loop of one worker process (read, claim, gate, render, send, record, acknowledge);
 supervisor.py runs and watches a pool of them; scheduled.py is `leadctl batch`, the cron run that drains
-the queues within a time budget. retry.py is the one retry policy, templates.py renders messages,
+the queues within a time budget. templates.py renders messages,
 segments.py counts SMS segments, heartbeats.py and metrics.py publish what workers do for `ops`.
 """

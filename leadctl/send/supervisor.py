@@ -28,6 +28,7 @@ from leadctl.config import Settings
 from leadctl.connections import Endpoints
 from leadctl.queue.sifting import CampaignFilter
 from leadctl.records import Status
+from leadctl.retry import RESTARTS
 from leadctl.send.eventloop import run_loop, settle_collector
 from leadctl.send.worker import WorkerOptions, WorkerReport, run_worker
 
@@ -228,7 +229,7 @@ class Supervisor:
             slots.remove(slot)
             return
         slot.restarts += 1
-        delay = min(0.25 * 2**slot.restarts, 10.0)
+        delay = RESTARTS.delay(slot.restarts)
         log.warning("%s exited with code %s; restarting in %.1fs", name, slot.process.exitcode, delay)
         time.sleep(delay)
         slot.process = self._spawn(slot.spec, slot.index, slot.restarts)

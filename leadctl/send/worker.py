@@ -7,7 +7,7 @@ Three coroutines share one provider session:
   send task per claimed lead, keeping at most ``concurrency`` requests in flight;
 - each send task renders the template and sends it through the channel's providers (shared rate
   limits, circuit breakers, failover: leadctl.providers.chain), retrying transient errors by the
-  channel's retry policy (leadctl.send.retry);
+  channel's retry policy (leadctl.retry);
 - the flusher records finished outcomes in PostgreSQL in one statement, then acknowledges their
   entries in one Redis round trip. Nothing is acknowledged before its outcome is recorded.
 
@@ -36,15 +36,15 @@ from leadctl.compliance.gate import SendGate
 from leadctl.config import Settings
 from leadctl.connections import AsyncRedisClient, Endpoints, open_async_pool, open_async_redis
 from leadctl.masking import mask_contact
-from leadctl.providers.base import AUTH_ERROR, ErrorKind, Message, ProviderError
+from leadctl.providers.base import AUTH_ERROR, ErrorKind, Message, ProviderError, transient
 from leadctl.providers.chain import Call, ProviderChain, build_chain
 from leadctl.providers.registry import make_session
 from leadctl.queue.sifting import CampaignFilter, CampaignSifter
 from leadctl.queue.streams import Entry, StreamConsumer
 from leadctl.records import Status
+from leadctl.retry import OUTAGE, Attempts, Backoff, RetryPolicy, dependency_outage
 from leadctl.send import heartbeats
 from leadctl.send.metrics import MetricsRecorder
-from leadctl.send.retry import OUTAGE, Attempts, Backoff, RetryPolicy, dependency_outage
 from leadctl.send.segments import segments as count_segments
 from leadctl.send.templates import ChannelTemplate, RenderError
 from leadctl.store.deliveries import ClaimedLead, DeliveryStore, Outcome
@@ -142,7 +142,7 @@ class Worker:
         self.settings = settings
         self.options = options
         self.channel_settings = settings.channel(options.channel)
-        self.retry = RetryPolicy.for_channel(self.channel_settings)
+        self.retry = RetryPolicy.for_channel(self.channel_settings, transient)
         self.stream = StreamConsumer(
             redis_client, settings.namespace, options.channel, options.consumer, settings.redis.partitions
         )
@@ -520,7 +520,7 @@ class _Outage:
 
     def backoff(self, part: str) -> Backoff:
         """The OUTAGE backoff of one part of the worker (reading or recording), reporting here."""
-        return Backoff(OUTAGE, lambda exc: self.failed(part, exc), lambda: self.recovered(part))
+        return Backoff(OUTAGE, lambda exc, _: self.failed(part, exc), lambda: self.recovered(part))
 
 
 def _dependency_name(exc: BaseException) -> str:

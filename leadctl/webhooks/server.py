@@ -41,6 +41,7 @@ from leadctl.compliance.optout import OptOutKeywords
 from leadctl.config import Settings
 from leadctl.connections import Endpoints, open_async_pool
 from leadctl.errors import ConfigError
+from leadctl.retry import Backoff, RetryPolicy
 from leadctl.store.receipts import RECONCILE_WINDOW_S, Event, OptOut, ReceiptStore
 from leadctl.webhooks import events as parse
 from leadctl.webhooks import signatures
@@ -48,6 +49,14 @@ from leadctl.webhooks import signatures
 log = logging.getLogger("leadctl.webhooks")
 
 RECONCILE_EVERY_S = 2.0
+WRITE_RETRIES = RetryPolicy(
+    initial_s=0.1,
+    max_s=5.0,
+    attempts=None,
+    jitter=False,
+    retryable=lambda exc: isinstance(exc, psycopg.Error | OSError),
+)
+"""A batch PostgreSQL did not take is written again: 0.1 s, doubling to 5 s, until the server stops."""
 ANSWER_TIMEOUT_S = 10.0
 _TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
@@ -162,15 +171,23 @@ class Batcher:
             if loop.time() - self._reconciled >= RECONCILE_EVERY_S:
                 await self._reconcile()
 
+    @staticmethod
+    def _unrecorded(count: int, exc: BaseException, pause: float) -> None:
+        log.warning("webhooks: could not record %d events (%s); retrying in %.1fs", count, exc, pause)
+
     async def _write(self, items: list[tuple[list[Event], asyncio.Future[None] | None]]) -> None:
         batch = [event for events, _ in items for event in events]
-        delay = 0.1
+        backoff = Backoff(
+            WRITE_RETRIES, on_failure=lambda exc, pause: self._unrecorded(len(batch), exc, pause)
+        )
         while True:
             try:
                 async with self.pool.connection() as conn:
                     applied = await self.store.apply(conn, batch, self.suppress_all)
                 break
-            except (psycopg.Error, OSError) as exc:
+            except Exception as exc:
+                if not backoff.retries(exc):
+                    raise
                 for _, future in items:  # their requests answer 503; the providers send them again
                     if future is not None and not future.done():
                         future.set_exception(exc)
@@ -178,11 +195,7 @@ class Batcher:
                     log.warning("webhooks: stopping with %d events not recorded (%s)", len(batch), exc)
                     self._waiting -= len(batch)
                     return
-                log.warning(
-                    "webhooks: could not record %d events (%s); retrying in %.1fs", len(batch), exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await backoff.wait(exc)
         self._waiting -= len(batch)
         self.counts.update(
             batches=1,

@@ -9,9 +9,11 @@ the loops that use it hold no retry arithmetic of their own:
   message through it with ``RetryPolicy.for_channel`` (``channels.<ch>.retry_initial_ms``,
   ``retry_max_ms``, ``max_attempts``; transient provider errors only). The first attempt is a plain
   ``await`` inside a ``try``: the common case pays for no retry machinery.
-- ``Backoff`` paces a loop that keeps going through failures, such as the worker's reading and
-  recording while Redis or PostgreSQL is away (``OUTAGE``: 0.1 s doubling to 5 s, no jitter, for
-  as long as it takes). Its ``on_failure`` and ``on_recovery`` hooks tell whoever reports outages.
+- ``Backoff`` paces a loop that keeps going through failures (``OUTAGE``: 0.1 s doubling to 5 s, no
+  jitter, for as long as it takes): the worker's reading and recording while Redis or PostgreSQL is
+  away, the shared rate limiter while it cannot reach Redis, the webhook server's writes while
+  PostgreSQL refuses them. Its ``on_failure`` and ``on_recovery`` hooks tell whoever reports outages.
+- The supervisor spaces the restarts of a crashed worker with ``RESTARTS``' delays.
 
 The pause after ``n`` failed attempts is drawn uniformly from [0, min(max, initial x 2^(n-1))]
 ("full jitter"), or is that bound itself without jitter; an error's ``retry_after`` (a provider's
@@ -31,17 +33,11 @@ import psycopg
 
 from leadctl.config import ChannelSettings
 from leadctl.connections import redis_outage
-from leadctl.providers.base import ErrorKind, ProviderError
 
 T = TypeVar("T")
 
 _MAX_EXPONENT = 64
 """Doublings past this change nothing (every ceiling is hit long before) and would overflow a float."""
-
-
-def transient(exc: BaseException) -> bool:
-    """A provider error that certainly did not send: worth another attempt."""
-    return isinstance(exc, ProviderError) and exc.kind == ErrorKind.TRANSIENT
 
 
 def dependency_outage(exc: BaseException) -> bool:
@@ -67,15 +63,15 @@ class RetryPolicy:
     retryable: Callable[[BaseException], bool]
 
     @classmethod
-    def for_channel(cls, channel: ChannelSettings) -> RetryPolicy:
+    def for_channel(cls, channel: ChannelSettings, retryable: Callable[[BaseException], bool]) -> RetryPolicy:
         """A channel's provider retries: ``retry_initial_ms``, ``retry_max_ms`` and ``max_attempts``,
-        with full jitter, on transient provider errors."""
+        with full jitter, on the errors ``retryable`` picks (a provider's transient ones)."""
         return cls(
             channel.retry_initial_ms / 1000,
             channel.retry_max_ms / 1000,
             channel.max_attempts,
             True,
-            transient,
+            retryable,
         )
 
     def retries(self, exc: BaseException, failed: int) -> bool:
@@ -92,6 +88,9 @@ class RetryPolicy:
 
 OUTAGE = RetryPolicy(initial_s=0.1, max_s=5.0, attempts=None, jitter=False, retryable=dependency_outage)
 """Waiting out Redis or PostgreSQL: 0.1 s, doubling to 5 s, for as long as the outage lasts."""
+
+RESTARTS = RetryPolicy(initial_s=0.5, max_s=10.0, attempts=None, jitter=False, retryable=lambda _: True)
+"""Spacing a crashed worker's restarts: 0.5 s, doubling to 10 s (the supervisor caps their number)."""
 
 
 class Attempts:
@@ -121,7 +120,8 @@ class Attempts:
 class Backoff:
     """Paces a loop through consecutive failures: each ``wait`` longer than the last, until ``reset``.
 
-    Hooks: ``on_failure(exc)`` on every failure, ``on_recovery()`` at the first success after some.
+    Hooks: ``on_failure(exc, pause)`` on every failure, before pausing ``pause`` seconds;
+    ``on_recovery()`` at the first success after some.
     """
 
     __slots__ = ("failed", "on_failure", "on_recovery", "policy")
@@ -129,7 +129,7 @@ class Backoff:
     def __init__(
         self,
         policy: RetryPolicy,
-        on_failure: Callable[[BaseException], None] | None = None,
+        on_failure: Callable[[BaseException, float], None] | None = None,
         on_recovery: Callable[[], None] | None = None,
     ) -> None:
         self.policy = policy
@@ -151,9 +151,9 @@ class Backoff:
     async def wait(self, exc: BaseException, stop: asyncio.Event | None = None) -> None:
         """After a failure: pause by the policy, or until ``stop`` is set."""
         self.failed += 1
-        if self.on_failure is not None:
-            self.on_failure(exc)
         pause = self.policy.delay(self.failed, exc)
+        if self.on_failure is not None:
+            self.on_failure(exc, pause)
         if stop is None:
             await asyncio.sleep(pause)
             return

@@ -9,10 +9,12 @@ import psycopg
 import redis
 
 from leadctl.config import ChannelSettings
-from leadctl.providers.base import ErrorKind, ProviderError
-from leadctl.send.retry import OUTAGE, Attempts, Backoff, RetryPolicy
+from leadctl.providers.base import ErrorKind, ProviderError, transient
+from leadctl.retry import OUTAGE, RESTARTS, Attempts, Backoff, RetryPolicy
 
-CHANNEL = RetryPolicy.for_channel(ChannelSettings(max_attempts=3, retry_initial_ms=100, retry_max_ms=1000))
+CHANNEL = RetryPolicy.for_channel(
+    ChannelSettings(max_attempts=3, retry_initial_ms=100, retry_max_ms=1000), transient
+)
 
 
 def _error(kind: ErrorKind, retry_after: float | None = None) -> ProviderError:
@@ -36,9 +38,13 @@ def test_the_outage_backoff_doubles_from_a_tenth_of_a_second_to_five() -> None:
     assert OUTAGE.delay(100_000) == 5.0  # an outage of days: no overflow
 
 
+def test_restarts_of_a_crashed_worker_double_from_half_a_second_to_ten() -> None:
+    assert [RESTARTS.delay(n) for n in range(1, 8)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
 def test_only_transient_provider_errors_are_retried_and_only_max_attempts_times() -> None:
-    transient = _error(ErrorKind.TRANSIENT)
-    assert [CHANNEL.retries(transient, failed) for failed in (1, 2, 3)] == [True, True, False]
+    error = _error(ErrorKind.TRANSIENT)
+    assert [CHANNEL.retries(error, failed) for failed in (1, 2, 3)] == [True, True, False]
     assert not CHANNEL.retries(_error(ErrorKind.PERMANENT), 1)
     assert not CHANNEL.retries(_error(ErrorKind.IN_DOUBT), 1)  # it may have been sent
     assert not CHANNEL.retries(ValueError("a bug"), 1)
@@ -81,7 +87,7 @@ def test_a_backoff_reports_the_outage_and_the_recovery_once() -> None:
     seen: list[str] = []
     backoff = Backoff(
         RetryPolicy(0.001, 0.001, None, False, OUTAGE.retryable),
-        on_failure=lambda exc: seen.append(f"failed: {exc}"),
+        on_failure=lambda exc, _: seen.append(f"failed: {exc}"),
         on_recovery=lambda: seen.append("recovered"),
     )
 
