@@ -9,7 +9,6 @@ reclaimed by the others once idle past the visibility timeout.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import multiprocessing as mp
 import os
@@ -29,7 +28,7 @@ from leadctl.connections import Endpoints
 from leadctl.queue.sifting import CampaignFilter
 from leadctl.records import Status
 from leadctl.retry import RESTARTS
-from leadctl.send.eventloop import run_loop, settle_collector
+from leadctl.send.eventloop import run_loop, settle_collector, stop_on_signals
 from leadctl.send.worker import WorkerOptions, WorkerReport, run_worker
 
 log = logging.getLogger("leadctl.send.supervisor")
@@ -89,11 +88,7 @@ def _worker_main(
     settle_collector()
 
     async def main() -> WorkerReport:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        return await run_worker(settings, endpoints, options, stop)
+        return await run_worker(settings, endpoints, options, stop_on_signals())
 
     report = run_loop(main())
     results.put(report)

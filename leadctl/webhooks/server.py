@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -42,6 +41,7 @@ from leadctl.config import Settings
 from leadctl.connections import Endpoints, open_async_pool
 from leadctl.errors import ConfigError
 from leadctl.retry import Backoff, RetryPolicy
+from leadctl.send.eventloop import stop_on_signals
 from leadctl.store.receipts import RECONCILE_WINDOW_S, Event, OptOut, ReceiptStore
 from leadctl.webhooks import events as parse
 from leadctl.webhooks import signatures
@@ -406,10 +406,7 @@ def run(settings: Settings, endpoints: Endpoints, host: str, port: int, say: Cal
         running = await start(settings, endpoints, host, port)
         verified = ", ".join(running.server.secrets.configured()) or "none: every request will get 403"
         say(f"webhooks: listening on {running.url} (signatures verified for: {verified}); Ctrl-C stops")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         try:
             await stop.wait()
         finally:

@@ -64,7 +64,6 @@ import contextlib
 import math
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -94,7 +93,7 @@ from leadctl.local.sandbox.wires import (
     WebhookWire,
     ZenviaWire,
 )
-from leadctl.send.eventloop import run_loop, settle_collector
+from leadctl.send.eventloop import run_loop, settle_collector, stop_on_signals
 
 __all__ = [
     "SANDBOX_ACCOUNT_SID",
@@ -365,10 +364,7 @@ async def _serve(host: str, port: int, faults: dict[str, Any]) -> None:
         file=sys.stderr,
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:
