@@ -335,3 +335,11 @@ def run_dispatch_bench(
         raw_client_cpu_us_per_lead=raw_client_cpu_s * 1e6 / leads,
         raw_sandbox_cpu_us_per_lead=raw_sandbox_cpu_s * 1e6 / leads,
     )
+
+
+def bench_dispatch(
+    settings: Settings, endpoints: Endpoints, leads: int, workers: int, concurrency: int
+) -> tuple[DispatchBenchResult, Path]:
+    """`leadctl bench dispatch`: run_dispatch_bench, its result saved for `leadctl plan` (and where)."""
+    result = run_dispatch_bench(settings, endpoints, leads, workers, concurrency)
+    return result, save_result(result, settings.data_dir)
