@@ -322,11 +322,15 @@ def run_bench(
     return BenchReport(runs)
 
 
+DEFAULT_SIZES = (100_000, 1_000_000)
+"""Leads in the generated files of `leadctl bench ingest` without --rows."""
+
+
 def bench_ingest(
     settings: Settings,
     endpoints: Endpoints,
     config: Path | None,
-    sizes: Sequence[int],
+    sizes: Sequence[int] = DEFAULT_SIZES,
     compare: str | None = None,
     directory: Path | None = None,
     announce: Callable[[str], None] = lambda line: None,

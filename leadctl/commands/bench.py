@@ -21,7 +21,12 @@ def ingest(
     ctx: typer.Context,
     rows: Annotated[
         list[int] | None,
-        typer.Option("--rows", metavar="N", min=1, help="Leads in the generated file; repeatable."),
+        typer.Option(
+            "--rows",
+            metavar="N",
+            min=1,
+            help="Leads in a generated file; repeatable (default: 100,000 and 1,000,000).",
+        ),
     ] = None,
     compare: Annotated[
         str | None,
@@ -43,14 +48,14 @@ def ingest(
     The files have 30% phones to normalise, 2% invalid rows and 1% duplicates. Measured: leads/s,
     peak RSS of every process, CPU of leadctl, PostgreSQL and Redis.
     """
-    from leadctl.bench.ingest import bench_ingest
+    from leadctl.bench.ingest import DEFAULT_SIZES, bench_ingest
 
     state = state_of(ctx)
     report = bench_ingest(
         state.settings,
         state.endpoints,
         state.config,
-        rows or [100_000, 1_000_000],
+        rows or DEFAULT_SIZES,
         compare,
         directory,
         state.say,
