@@ -6,7 +6,9 @@ error (bad file, bad option, bad config); 3 a dependency is unreachable (Redis, 
 
 from __future__ import annotations
 
+import re
 import sys
+from typing import TYPE_CHECKING
 
 import psycopg
 import redis
@@ -14,12 +16,15 @@ import redis
 from leadctl.connections import postgres_unreachable, redis_unreachable
 from leadctl.errors import DependencyError, LeadctlError
 
+if TYPE_CHECKING:
+    import typer
 
-def main() -> None:
-    """Run the CLI, turning every known failure into one line on stderr and its exit code."""
-    # imported here, not with this module: worker processes are spawned, and a spawned child runs
-    # its parent's main script again, which imports this module; typer, rich and every command
-    # would cost each worker several MB
+_VERBOSE_FLAGS = re.compile(r"-[qy]*v[vqy]*")
+"""-v, -vv, and -v among the other short flags (-q, -y) in one argument."""
+
+
+def command_line() -> typer.Typer:
+    """The typer application with every command registered."""
     from leadctl.commands import (  # noqa: F401 - each registers its commands
         bench,
         compliance,
@@ -34,7 +39,16 @@ def main() -> None:
     )
     from leadctl.commands.app import app
 
-    verbose = any(arg in ("-v", "-vv", "--verbose") for arg in sys.argv[1:])
+    return app
+
+
+def main() -> None:
+    """Run the CLI, turning every known failure into one line on stderr and its exit code."""
+    # the commands are imported here, not with this module: worker processes are spawned, and a
+    # spawned child runs its parent's main script again, which imports this module; typer, rich and
+    # every command would cost each worker several MB
+    app = command_line()
+    verbose = asks_verbose(sys.argv[1:])
     try:
         app()
     except LeadctlError as exc:
@@ -48,6 +62,12 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:  # a bug: say so in one line unless asked for the traceback
         _fail(exc, 1, verbose, prefix="internal error: ")
+
+
+def asks_verbose(args: list[str]) -> bool:
+    """Whether -v/--verbose is among ``args``, before the subcommand or after it, also as -vv or among
+    other short flags (-qv): read from the command line itself, so that it holds for every error."""
+    return any(arg == "--verbose" or _VERBOSE_FLAGS.fullmatch(arg) for arg in args)
 
 
 def _fail(exc: BaseException, code: int, verbose: bool, prefix: str = "") -> None:

@@ -18,6 +18,7 @@ import statistics
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ from leadctl.bench.backends import client_backends
 from leadctl.config import Settings
 from leadctl.connections import Endpoints, RedisClient, open_postgres, open_redis
 from leadctl.local.namespaces import purge_namespace
-from leadctl.ops.measured import DispatchBenchResult
+from leadctl.ops.measured import DispatchBenchResult, save_result
 from leadctl.providers.base import Message
 from leadctl.providers.registry import create_provider, make_session
 from leadctl.queue import streams
@@ -268,3 +269,11 @@ def run_dispatch_bench(
         raw_client_cpu_us_per_lead=raw_client_cpu_s * 1e6 / leads,
         raw_sandbox_cpu_us_per_lead=raw_sandbox_cpu_s * 1e6 / leads,
     )
+
+
+def bench_dispatch(
+    settings: Settings, endpoints: Endpoints, leads: int, workers: int, concurrency: int
+) -> tuple[DispatchBenchResult, Path]:
+    """`leadctl bench dispatch`: run_dispatch_bench, its result saved for `leadctl plan` (and where)."""
+    result = run_dispatch_bench(settings, endpoints, leads, workers, concurrency)
+    return result, save_result(result, settings.data_dir)

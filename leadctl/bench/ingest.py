@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -31,6 +32,9 @@ import psycopg
 import redis
 
 from leadctl.bench.backends import client_backends
+from leadctl.config import Settings
+from leadctl.connections import Endpoints
+from leadctl.errors import UsageError
 from leadctl.local.namespaces import purge_namespace
 
 _AREAS = ("11", "21", "31", "41", "51", "61", "71", "81", "85", "91", "19", "27", "47", "62", "98")
@@ -316,3 +320,45 @@ def run_bench(
             announce(f"  {result.leads_per_s:,.0f} leads/s, peak RSS {result.peak_rss_mb:,.0f} MB")
             runs.append(result)
     return BenchReport(runs)
+
+
+DEFAULT_SIZES = (100_000, 1_000_000)
+"""Leads in the generated files of `leadctl bench ingest` without --rows."""
+
+
+def bench_ingest(
+    settings: Settings,
+    endpoints: Endpoints,
+    config: Path | None,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    compare: str | None = None,
+    directory: Path | None = None,
+    announce: Callable[[str], None] = lambda line: None,
+) -> BenchReport:
+    """`leadctl bench ingest`: run_bench in ``directory`` (default: ``<data_dir>/bench``), each run's
+    leadctl using this one's ``config`` and ``endpoints``; ``compare``: a git commit to run too."""
+    workdir = directory or settings.data_dir / "bench"
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "LEADCTL_REDIS_URL": endpoints.redis_url,
+        "LEADCTL_DATABASE_URL": endpoints.database_url,
+    }
+    if config is not None:
+        env["LEADCTL_CONFIG"] = str(config.resolve())
+    compared = None
+    if compare is not None:
+        try:
+            compared = (compare, checkout(compare, workdir))
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"--compare {compare}: {exc}") from None
+    return run_bench(
+        sizes,
+        workdir.resolve(),
+        env,
+        endpoints.redis_url,
+        endpoints.database_url,
+        sys.executable,
+        compared,
+        announce,
+    )

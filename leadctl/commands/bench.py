@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,59 +9,55 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from leadctl.commands.app import app, print_json, state_of
-from leadctl.errors import UsageError
+from leadctl.commands.app import MEASURE, Leadctl, app, print_json, state_of
+from leadctl.commands.options import JsonOutput
 
-bench_app = typer.Typer(help="Benchmarks (not tests): each works in a namespace of its own and drops it.")
-app.add_typer(bench_app, name="bench")
+bench_app = Leadctl(help="Benchmarks (not tests): each works in a namespace of its own and drops it.")
+app.add_typer(bench_app, name="bench", rich_help_panel=MEASURE)
 
 
 @bench_app.command("ingest")
 def ingest(
     ctx: typer.Context,
     rows: Annotated[
-        list[int] | None, typer.Option("--rows", min=1, help="Leads in the generated file; repeatable.")
+        list[int] | None,
+        typer.Option(
+            "--rows",
+            metavar="N",
+            min=1,
+            help="Leads in a generated file; repeatable (default: 100,000 and 1,000,000).",
+        ),
     ] = None,
     compare: Annotated[
         str | None,
-        typer.Option(help="Also run the leadctl of this git commit on the same files (from a git checkout)."),
+        typer.Option(
+            metavar="COMMIT",
+            help="Also run the leadctl of this git commit on the same files (from a git checkout).",
+        ),
     ] = None,
     directory: Annotated[
         Path | None,
-        typer.Option("--dir", help="Where the generated files are kept (default: <data_dir>/bench)."),
+        typer.Option(
+            "--dir", metavar="PATH", help="Where the generated files are kept (default: `DATA_DIR/bench`)."
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
-    """Generate lead files (30% phones to normalise, 2% invalid, 1% duplicates) and ingest each end to
-    end as `leadctl ingest` does: leads/s, peak RSS of every process, CPU of leadctl, PostgreSQL, Redis."""
-    from leadctl.bench.ingest import checkout, run_bench
+    """Generate lead files and ingest each end to end as `leadctl ingest` does.
+
+    The files have 30% phones to normalise, 2% invalid rows and 1% duplicates. Measured: leads/s,
+    peak RSS of every process, CPU of leadctl, PostgreSQL and Redis.
+    """
+    from leadctl.bench.ingest import DEFAULT_SIZES, bench_ingest
 
     state = state_of(ctx)
-    settings = state.settings
-    endpoints = state.endpoints
-    workdir = directory or settings.data_dir / "bench"
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "LEADCTL_REDIS_URL": endpoints.redis_url,
-        "LEADCTL_DATABASE_URL": endpoints.database_url,
-    }
-    if state.config is not None:
-        env["LEADCTL_CONFIG"] = str(state.config.resolve())
-    compared = None
-    if compare is not None:
-        try:
-            compared = (compare, checkout(compare, workdir))
-        except (ValueError, OSError) as exc:
-            raise UsageError(f"--compare {compare}: {exc}") from None
-    report = run_bench(
-        rows or [100_000, 1_000_000],
-        workdir.resolve(),
-        env,
-        endpoints.redis_url,
-        endpoints.database_url,
-        sys.executable,
-        compared,
+    report = bench_ingest(
+        state.settings,
+        state.endpoints,
+        state.config,
+        rows or DEFAULT_SIZES,
+        compare,
+        directory,
         state.say,
     )
     if as_json:
@@ -99,23 +93,21 @@ def ingest(
 @bench_app.command("dispatch")
 def dispatch(
     ctx: typer.Context,
-    leads: Annotated[int, typer.Option(min=100, help="Leads generated and sent.")] = 200_000,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
-    concurrency: Annotated[
-        int,
-        typer.Option(min=1, help="Sends in flight per worker (fewer leave the cores idle between calls)."),
-    ] = 200,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    leads: Annotated[int, typer.Option(metavar="N", min=100, help="Leads generated and sent.")] = 200_000,
+    workers: Annotated[int, typer.Option(metavar="N", min=1, help="Worker processes.")] = 2,
+    concurrency: Annotated[int, typer.Option(metavar="N", min=1, help="Sends in flight per worker.")] = 200,
+    as_json: JsonOutput = False,
 ) -> None:
-    """Send generated leads with `work --burst` to a sandbox that answers at once, then post as many
-    straight to it (the raw HTTP ceiling): leads/min, the ratio, latency, worker memory, Redis
-    commands and PostgreSQL WAL per lead. Saved in <data_dir>/bench/dispatch.json for `leadctl plan`."""
-    from leadctl.bench.dispatch import run_dispatch_bench
-    from leadctl.ops.measured import save_result
+    """Send generated leads with `work --burst` to a sandbox that answers at once.
+
+    Then it posts as many straight to the sandbox (the raw HTTP ceiling). Measured: leads/min, the
+    ratio, latency, worker memory, Redis commands and PostgreSQL WAL per lead. Fewer sends in flight
+    leave the cores idle between calls. Saved in `DATA_DIR/bench/dispatch.json` for `leadctl plan`.
+    """
+    from leadctl.bench.dispatch import bench_dispatch
 
     state = state_of(ctx)
-    result = run_dispatch_bench(state.settings, state.endpoints, leads, workers, concurrency)
-    path = save_result(result, state.settings.data_dir)
+    result, path = bench_dispatch(state.settings, state.endpoints, leads, workers, concurrency)
     if as_json:
         print_json(result.as_json())
         return

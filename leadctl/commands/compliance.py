@@ -6,18 +6,16 @@ from typing import Annotated
 
 import typer
 
-from leadctl.commands.app import AppState, app, print_json, state_of
-from leadctl.connections import open_postgres, open_redis
+from leadctl.commands.app import PEOPLE, SEND, AppState, Leadctl, app, print_json, state_of
+from leadctl.commands.options import ContactArgument, JsonOutput
 from leadctl.errors import UsageError
 from leadctl.masking import mask_contact
 
-webhooks_app = typer.Typer(help="Provider webhooks: delivery receipts, inbound replies, opt-outs.")
-app.add_typer(webhooks_app, name="webhooks")
-
-ContactArgument = Annotated[str, typer.Argument(help="The person's phone or email, as typed.")]
+webhooks_app = Leadctl(help="Provider webhooks: delivery receipts, inbound replies, opt-outs.")
+app.add_typer(webhooks_app, name="webhooks", rich_help_panel=SEND)
 
 
-def _contact(state: AppState, value: str) -> str:
+def _person(state: AppState, value: str) -> str:
     """The contact as leadctl stores it (E.164 phone, normalised email); UsageError when it is neither."""
     from leadctl.ingest.normalise import Invalid, normalise_contact
 
@@ -27,30 +25,18 @@ def _contact(state: AppState, value: str) -> str:
     return result
 
 
-@app.command()
-def forget(
-    ctx: typer.Context,
-    contact: ContactArgument,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print what was removed as one JSON object.")
-    ] = False,
-) -> None:
+@app.command(rich_help_panel=PEOPLE)
+def forget(ctx: typer.Context, contact: ContactArgument, as_json: JsonOutput = False) -> None:
     """Erase a person (phone or email) from PostgreSQL and Redis: an LGPD erasure request.
 
-    Removes their leads, deliveries, queue entries, webhook events and suppression entries.
-
-    A salted hash of the contact stays: a re-import skips them, and they stay suppressed.
+    Removes their leads, deliveries, queue entries, webhook events and suppression entries. A salted
+    hash of the contact stays: a re-import skips them, and they stay suppressed.
     """
-    from leadctl.compliance.erasure import forget as erase
+    from leadctl.compliance.erasure import forget_contact
 
     state = state_of(ctx)
-    person = _contact(state, contact)
-    with open_postgres(state.endpoints.database_url, state.settings) as conn:
-        client = open_redis(state.endpoints.redis_url, state.settings)
-        try:
-            removed = erase(conn, client, state.settings, person)
-        finally:
-            client.close()
+    person = _person(state, contact)
+    removed = forget_contact(state.settings, state.endpoints, person)
     if as_json:
         print_json({"contact": mask_contact(person), **removed.as_json()})
         return
@@ -62,29 +48,30 @@ def forget(
     )
 
 
-@app.command()
+@app.command(rich_help_panel=PEOPLE)
 def export(ctx: typer.Context, contact: ContactArgument) -> None:
     """Print everything kept about a person as one JSON object (an LGPD access request)."""
-    from leadctl.compliance.erasure import export as gather
+    from leadctl.compliance.erasure import export_contact
 
     state = state_of(ctx)
-    person = _contact(state, contact)
-    with open_postgres(state.endpoints.database_url, state.settings) as conn:
-        print_json(gather(conn, state.settings, person))
+    person = _person(state, contact)
+    print_json(export_contact(state.settings, state.endpoints, person))
 
 
 @webhooks_app.command("serve")
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Address to listen on (default: webhooks.host).")] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="HOST", help="Address to listen on (default: `webhooks.host`).")
+    ] = None,
     port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="Port (default: webhooks.port, 8088).")
+        int | None,
+        typer.Option(metavar="PORT", min=0, max=65535, help="Port (default: `webhooks.port`, 8088)."),
     ] = None,
 ) -> None:
     """Receive delivery receipts and replies from Twilio, WhatsApp Cloud, SendGrid and Zenvia.
 
-    Routes: POST /webhooks/twilio/status and /webhooks/twilio/inbound, GET|POST /webhooks/whatsapp.
-
+    Routes: POST /webhooks/twilio/status and /webhooks/twilio/inbound, GET|POST /webhooks/whatsapp,
     POST /webhooks/sendgrid and /webhooks/zenvia, GET /healthz.
 
     A request without a valid signature gets 403; an opt-out reply suppresses its sender.
@@ -92,12 +79,4 @@ def serve(
     from leadctl.webhooks.server import run
 
     state = state_of(ctx)
-    settings = state.settings
-    open_postgres(state.endpoints.database_url, settings).close()  # reachable, schema migrated
-    run(
-        settings,
-        state.endpoints,
-        host or settings.webhooks.host,
-        port if port is not None else settings.webhooks.port,
-        state.say,
-    )
+    run(state.settings, state.endpoints, host, port, state.say)

@@ -7,133 +7,114 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import psycopg
-import redis
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from leadctl.commands.app import AppState, app, err, print_json, state_of
-from leadctl.config import CHANNELS
-from leadctl.connections import open_postgres, open_redis, postgres_unreachable, redis_unreachable
-from leadctl.errors import DependencyError, LeadctlError, UsageError
-from leadctl.queue import streams
+from leadctl.commands.app import SEND, AppState, app, err, print_json, state_of
+from leadctl.commands.options import (
+    CampaignTag,
+    Delimiter,
+    DryRun,
+    InputEncoding,
+    InputFormat,
+    JsonOutput,
+    LeadChannel,
+    lead_channel,
+)
+from leadctl.errors import UsageError
 
 if TYPE_CHECKING:
-    from leadctl.ingest.pipeline import IngestReport, IngestStopped
+    from leadctl.ingest.pipeline import IngestReport
     from leadctl.ingest.pipeline import Progress as IngestProgress
 
-WRITERS = 2
-"""PostgreSQL connections (writer threads) of one ingest: enough to keep PostgreSQL busy on 2 cores."""
 
-
-@app.command()
+@app.command(rich_help_panel=SEND)
 def ingest(
     ctx: typer.Context,
     files: Annotated[
-        list[str], typer.Argument(help="Lead files (CSV, TSV, JSON, NDJSON, optionally .gz); - for stdin.")
+        list[str],
+        typer.Argument(
+            metavar="FILE",
+            help="Lead files (CSV, TSV, JSON, NDJSON, optionally .gz); - for stdin.",
+            show_default=False,
+        ),
     ],
-    channel: Annotated[
-        str | None, typer.Option(help="Channel for rows that name none: sms, whatsapp, email.")
-    ] = None,
-    campaign: Annotated[str | None, typer.Option(help="Campaign tag (default: the file's name).")] = None,
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="csv, tsv, json or ndjson (default: from the extension).")
-    ] = None,
+    channel: LeadChannel = None,
+    campaign: CampaignTag = None,
+    fmt: InputFormat = None,
     nl: Annotated[
         bool, typer.Option("--nl", help="Newline-delimited JSON (same as --format ndjson).")
     ] = False,
-    delimiter: Annotated[
-        str | None, typer.Option(help="CSV delimiter (default: sniffed among , ; tab |).")
-    ] = None,
-    encoding: Annotated[
-        str | None, typer.Option(help="Input encoding (default: UTF-8, else CP1252).")
-    ] = None,
+    delimiter: Delimiter = None,
+    encoding: InputEncoding = None,
     no_headers: Annotated[
         bool, typer.Option("--no-headers", help="The CSV has no header row; see --columns.")
     ] = False,
     columns: Annotated[
-        str | None, typer.Option(help="Column names for --no-headers, comma-separated.")
+        str | None,
+        typer.Option(metavar="NAMES", help="Column names for --no-headers, comma-separated."),
     ] = None,
     mapping: Annotated[
         list[str] | None,
-        typer.Option("--map", help="Map a column to a lead field, e.g. --map telefone=phone."),
+        typer.Option(
+            "--map", metavar="COLUMN=FIELD", help="Map a column to a lead field, e.g. --map telefone=phone."
+        ),
     ] = None,
     rejects: Annotated[
         Path | None,
-        typer.Option(help="Rejects file, or directory for several inputs (default: <input>.rejects.csv)."),
-    ] = None,
-    dry_run: Annotated[
-        bool,
         typer.Option(
-            "--dry-run",
-            help="Validate and count (in-input duplicates too) without writing anything; "
-            "rejects are written only to an explicit --rejects.",
+            metavar="PATH",
+            help="Rejects file, or directory for several inputs (default: `INPUT.rejects.csv`).",
         ),
-    ] = False,
+    ] = None,
+    dry_run: DryRun = False,
     workers: Annotated[
         int | None,
-        typer.Option(min=0, help="Parse worker processes for big inputs (default: one per CPU; 0: none)."),
+        typer.Option(
+            metavar="N", min=0, help="Parse worker processes for big inputs (default: one per CPU; 0: none)."
+        ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
     """Validate, normalise, de-duplicate and queue lead files.
+
+    With --dry-run it validates and counts (duplicates within the input too) without writing
+    anything; rejects are then written only to an explicit --rejects.
 
     Exit 0 when every row was accepted, a duplicate or suppressed; 1 when some were rejected (see
     the rejects file); 2 when an input is unusable; 3 when Redis or PostgreSQL is unreachable.
     """
     from leadctl.ingest import ParseOptions
-    from leadctl.ingest.pipeline import Ingestor, IngestStopped
-    from leadctl.ingest.workers import default_workers
+    from leadctl.ingest.pipeline import IngestStopped, ingest_files
 
     state = state_of(ctx)
     settings = state.settings
-    if channel is not None and channel not in CHANNELS:
-        raise UsageError(f"--channel must be one of {', '.join(CHANNELS)}, not {channel!r}")
-    pairs: dict[str, str] = {}
-    for item in mapping or []:
-        source, sep, target = item.partition("=")
-        if not sep or not source or not target:
-            raise UsageError(f"--map takes COLUMN=FIELD, not {item!r}")
-        pairs[source] = target
+    chosen = lead_channel(channel)
     options = ParseOptions(
         format="ndjson" if nl else fmt,
         delimiter=delimiter,
         encoding=encoding,
         no_headers=no_headers,
         columns=[c.strip() for c in columns.split(",")] if columns else None,
-        mapping=pairs,
-        channel=channel,
+        mapping=_pairs(mapping or []),
+        channel=chosen,
         campaign=campaign,
-        region=settings.default_region,
-        consent=settings.compliance.consent(),
-    )
-    conns: list[psycopg.Connection] = []
-    redis_client = None
-    if not dry_run:
-        endpoints = state.endpoints
-        redis_client = open_redis(endpoints.redis_url, settings)
-        streams.check_partitions(redis_client, settings.namespace, CHANNELS, settings.redis.partitions)
-        conns = [open_postgres(endpoints.database_url, settings) for _ in range(WRITERS)]
-    ingestor = Ingestor(
-        settings.namespace,
-        conns,
-        redis_client,
-        settings.ingest.batch_size,
-        dry_run=dry_run,
-        workers=default_workers() if workers is None else workers,
-        partitions=settings.redis.partitions,
     )
     try:
         with _progress_bar(state) as progress:
-            report = ingestor.ingest(files, options, settings.ingest.columns, rejects, progress)
+            report = ingest_files(
+                settings,
+                None if dry_run else state.endpoints,
+                files,
+                options,
+                rejects=rejects,
+                workers=workers,
+                progress=progress,
+            )
     except IngestStopped as stopped:
-        error = _one_line(stopped, state)
         if as_json and stopped.report.rows:  # some rows were done: say which, for scripts too
-            print_json({**stopped.report.as_json(), "error": str(error)})
-        raise error from None
-    finally:
-        for conn in conns:
-            conn.close()
+            print_json({**stopped.report.as_json(), "error": str(stopped.cause)})
+        raise stopped.cause from None
     if as_json:
         print_json(report.as_json())
     else:
@@ -141,26 +122,15 @@ def ingest(
     raise typer.Exit(1 if report.rejected else 0)
 
 
-def _one_line(stopped: IngestStopped, state: AppState) -> LeadctlError:
-    """The error that stopped ingest, as the one line (and exit code) the user sees."""
-    cause, report = stopped.cause, stopped.report
-    error: LeadctlError
-    if isinstance(cause, LeadctlError):
-        error = cause
-    elif isinstance(cause, redis.RedisError):
-        error = redis_unreachable(state.endpoints.redis_url, cause)
-    elif isinstance(cause, psycopg.OperationalError):
-        error = postgres_unreachable(state.endpoints.database_url, cause)
-    elif isinstance(cause, psycopg.Error):
-        error = DependencyError(f"PostgreSQL refused a batch: {str(cause).strip().splitlines()[0]}")
-    else:
-        error = UsageError(f"cannot write the rejects file: {cause}")
-    if report.rows and not report.dry_run:
-        error = type(error)(
-            f"{error} - stopped after {report.rows:,} rows ({report.accepted:,} leads queued); "
-            "ingesting the input again is safe: rows already recorded count as duplicates"
-        )
-    return error
+def _pairs(mapping: list[str]) -> dict[str, str]:
+    """--map COLUMN=FIELD values as a mapping."""
+    pairs: dict[str, str] = {}
+    for item in mapping:
+        source, sep, target = item.partition("=")
+        if not sep or not source or not target:
+            raise UsageError(f"--map takes COLUMN=FIELD, not {item!r}")
+        pairs[source] = target
+    return pairs
 
 
 @contextmanager

@@ -7,37 +7,60 @@ from typing import Annotated
 
 import typer
 
-from leadctl.commands.app import app, services_app, state_of
+from leadctl.commands.app import LOCAL, Leadctl, app, state_of
+
+services_app = Leadctl(help="The embedded Redis and PostgreSQL leadctl runs when none is configured.")
+app.add_typer(services_app, name="services", rich_help_panel=LOCAL)
 
 
-@app.command()
+@app.command(rich_help_panel=LOCAL)
 def sandbox(
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free port).")] = 8990,
-    latency_ms: Annotated[float, typer.Option(help="Median answer latency.")] = 0.0,
+    host: Annotated[
+        str, typer.Option(metavar="HOST", help="Address to listen on (loopback by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port (0: any free port).")] = 8990,
+    latency_ms: Annotated[float, typer.Option(metavar="MS", help="Median answer latency.")] = 0.0,
     latency_p99_ms: Annotated[
-        float | None, typer.Option(help="99th percentile answer latency (default about 3.2x the median).")
+        float | None,
+        typer.Option(metavar="MS", help="99th percentile answer latency (default about 3.2x the median)."),
     ] = None,
-    error_rate: Annotated[float, typer.Option(min=0, max=1, help="Fraction answered 500.")] = 0.0,
-    rate_limit: Annotated[float | None, typer.Option(help="Requests/s before answering 429.")] = None,
-    throttle_rate: Annotated[float, typer.Option(min=0, max=1, help="Fraction answered 429.")] = 0.0,
-    timeout_rate: Annotated[
-        float, typer.Option(min=0, max=1, help="Fraction accepted but never answered.")
+    error_rate: Annotated[
+        float, typer.Option(metavar="RATIO", min=0, max=1, help="Fraction answered 500.")
     ] = 0.0,
-    hang_s: Annotated[float, typer.Option(min=0, help="How long an unanswered request hangs.")] = 30.0,
-    seed: Annotated[int | None, typer.Option(help="Random seed, for a reproducible run.")] = None,
-    callback_url: Annotated[
-        str | None, typer.Option(help="Post signed status callbacks to `leadctl webhooks serve` here.")
+    rate_limit: Annotated[
+        float | None, typer.Option(metavar="PER_S", help="Requests/s before answering 429.")
     ] = None,
-    callback_delay_ms: Annotated[float, typer.Option(min=0, help="Delay before each status.")] = 50.0,
+    throttle_rate: Annotated[
+        float, typer.Option(metavar="RATIO", min=0, max=1, help="Fraction answered 429.")
+    ] = 0.0,
+    timeout_rate: Annotated[
+        float, typer.Option(metavar="RATIO", min=0, max=1, help="Fraction accepted but never answered.")
+    ] = 0.0,
+    hang_s: Annotated[
+        float, typer.Option(metavar="SECONDS", min=0, help="How long an unanswered request hangs.")
+    ] = 30.0,
+    seed: Annotated[
+        int | None, typer.Option(metavar="N", help="Random seed, for a reproducible run.")
+    ] = None,
+    callback_url: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="Post signed status callbacks to `leadctl webhooks serve` here."),
+    ] = None,
+    callback_delay_ms: Annotated[
+        float, typer.Option(metavar="MS", min=0, help="Delay before each status.")
+    ] = 50.0,
     callback_duplicate_rate: Annotated[
-        float, typer.Option(min=0, max=1, help="Fraction of callbacks sent twice.")
+        float, typer.Option(metavar="RATIO", min=0, max=1, help="Fraction of callbacks sent twice.")
     ] = 0.0,
     callback_reorder_rate: Annotated[
-        float, typer.Option(min=0, max=1, help="Fraction of messages whose statuses come last first.")
+        float,
+        typer.Option(
+            metavar="RATIO", min=0, max=1, help="Fraction of messages whose statuses come last first."
+        ),
     ] = 0.0,
     callback_failure_rate: Annotated[
-        float, typer.Option(min=0, max=1, help="Fraction of messages that end undelivered.")
+        float,
+        typer.Option(metavar="RATIO", min=0, max=1, help="Fraction of messages that end undelivered."),
     ] = 0.0,
 ) -> None:
     """Run local fake providers (Twilio, WhatsApp Cloud, Zenvia, SendGrid, webhook) on one port."""
@@ -83,11 +106,13 @@ def services_stop(ctx: typer.Context) -> None:
     )
 
 
-@app.command()
+@app.command(rich_help_panel=LOCAL)
 def demo(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Option(help="Lead file to send.")] = Path("examples/leads.csv"),
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes per channel.")] = 2,
+    file: Annotated[Path, typer.Option(metavar="PATH", help="Lead file to send.")] = Path(
+        "examples/leads.csv"
+    ),
+    workers: Annotated[int, typer.Option(metavar="N", min=1, help="Worker processes per channel.")] = 2,
 ) -> None:
     """Ingest a lead file and send it through the local sandbox provider, end to end."""
     from leadctl.local.demo import run_demo

@@ -8,81 +8,71 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from leadctl.commands.app import app, print_json, state_of
-from leadctl.config import CHANNELS
+from leadctl.commands.app import MEASURE, app, print_json, state_of
+from leadctl.commands.options import JsonOutput
 from leadctl.errors import UsageError
 
 if TYPE_CHECKING:
     from leadctl.ops.plan import Plan
 
 
-def _sender_rates(text: str | None) -> dict[str, float]:
-    """'sms=10,whatsapp=50' -> messages per second one sender may send, per channel."""
-    rates: dict[str, float] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        name, _, value = (x.strip() for x in part.partition("="))
-        if name not in CHANNELS:
-            raise ValueError(f"--sender-mps: {name!r} is not a channel ({', '.join(CHANNELS)})")
-        try:
-            rates[name] = float(value)
-        except ValueError:
-            raise ValueError(f"--sender-mps: {part.strip()!r} is not channel=messages per second") from None
-        if rates[name] <= 0:
-            raise ValueError(f"--sender-mps: {name} must be more than 0")
-    return rates
-
-
-@app.command()
+@app.command(rich_help_panel=MEASURE)
 def plan(
     ctx: typer.Context,
-    rate: Annotated[str, typer.Option(help="Leads to send: 100000/min, 1500/s or 6M/h.")],
+    rate: Annotated[str, typer.Option(metavar="RATE", help="Leads to send: 100000/min, 1500/s or 6M/h.")],
     channel_mix: Annotated[
-        str, typer.Option(help="Share of each channel, e.g. sms=40,whatsapp=40,email=20.")
+        str, typer.Option(metavar="MIX", help="Share of each channel, e.g. sms=40,whatsapp=40,email=20.")
     ] = "sms=40,whatsapp=40,email=20",
-    latency_ms: Annotated[float, typer.Option(min=1, help="The providers' answer time (p50).")] = 200.0,
-    cores_per_host: Annotated[int, typer.Option(min=1, help="Cores of one worker host.")] = 8,
+    latency_ms: Annotated[
+        float, typer.Option(metavar="MS", min=1, help="The providers' answer time (p50).")
+    ] = 200.0,
+    cores_per_host: Annotated[int, typer.Option(metavar="N", min=1, help="Cores of one worker host.")] = 8,
     hours_per_day: Annotated[
-        float, typer.Option(min=0.1, max=24, help="Hours a day at this rate, for monthly volumes and cost.")
+        float,
+        typer.Option(
+            metavar="HOURS", min=0.1, max=24, help="Hours a day at this rate, for monthly volumes and cost."
+        ),
     ] = 24.0,
-    retention_days: Annotated[int, typer.Option(min=1, help="Days kept before `leadctl prune`.")] = 90,
+    retention_days: Annotated[
+        int, typer.Option(metavar="DAYS", min=1, help="Days kept before `leadctl prune`.")
+    ] = 90,
     sender_mps: Annotated[
         str | None,
         typer.Option(
-            help="Messages/s one sender may send, e.g. sms=10 (default: the provider's, see --help)."
+            metavar="RATES",
+            help="Messages/s one sender may send, e.g. sms=10 (default: the provider's, see above).",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as one JSON object.")] = False,
+    as_json: JsonOutput = False,
 ) -> None:
-    """Workers and hosts per channel, sender numbers, Redis and PostgreSQL load, and the monthly cost
-    that a send rate needs — the design's phase and cost table, computed instead of guessed.
+    """The workers, hosts, sender numbers, Redis, PostgreSQL and monthly cost that a send rate needs.
 
-    Throughput per worker comes from the last `leadctl bench dispatch` (saved under data_dir), else a
-    measured default; sender limits from providers.<name>.rate_limit_per_sender, else the providers'
-    documented defaults (SMS short code 100/s, WhatsApp number 80/s); prices from
-    providers.<name>.price, else the design's (SMS $0.008, WhatsApp $0.012, email $0.002).
+    The design's phase and cost table, computed instead of guessed. Throughput per worker comes from
+    the last `leadctl bench dispatch` (saved under `data_dir`), else a measured default; sender
+    limits from `providers.NAME.rate_limit_per_sender`, else the providers' documented defaults (SMS
+    short code 100/s, WhatsApp number 80/s); prices from `providers.NAME.price`, else the design's
+    (SMS $0.008, WhatsApp $0.012, email $0.002).
     """
-    from leadctl.ops.measured import load_result
-    from leadctl.ops.plan import assumptions, make_plan, parse_mix, parse_rate, phases
+    from leadctl.ops.plan import capacity_plan, parse_mix, parse_rate, parse_sender_rates
 
     state = state_of(ctx)
     settings = state.settings
     try:
         per_min = parse_rate(rate)
         mix = parse_mix(channel_mix)
-        senders = _sender_rates(sender_mps)
+        senders = parse_sender_rates(sender_mps)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    given = assumptions(
-        load_result(settings.data_dir),
+    result, design = capacity_plan(
+        settings,
+        per_min,
+        mix,
+        senders,
         latency_ms=latency_ms,
         cores_per_host=cores_per_host,
         hours_per_day=hours_per_day,
         retention_days=retention_days,
     )
-    result = make_plan(settings, per_min, mix, given, senders)
-    design = phases(settings, mix, given)
     if as_json:
         print_json({**result.as_json(), "design_phases": design})
         return

@@ -6,40 +6,37 @@ from typing import Annotated
 
 import typer
 
-from leadctl.commands.app import app, print_json, state_of
-from leadctl.connections import open_postgres
+from leadctl.commands.app import PEOPLE, app, print_json, state_of
+from leadctl.commands.options import DryRun, JsonOutput
 from leadctl.errors import UsageError
 
 
-@app.command()
+@app.command(rich_help_panel=PEOPLE)
 def prune(
     ctx: typer.Context,
     older_than: Annotated[
         str, typer.Option("--older-than", metavar="AGE", help="Age like 90d, 12w, 36h or 30m.")
     ],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Leads deleted per transaction.")] = 10_000,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+    dry_run: DryRun = False,
+    batch_size: Annotated[
+        int, typer.Option(metavar="N", min=1, help="Leads deleted per transaction.")
+    ] = 10_000,
+    as_json: JsonOutput = False,
 ) -> None:
     """Delete the leads whose delivery finished more than AGE ago, with their deliveries, in batches.
 
     Finished: sent, failed, dead, in doubt or suppressed. Queued and sending leads stay, and so does
-    the suppression list. A pruned contact is new again: ingesting it later queues it again.
-    Run it from cron (daily) on one host.
+    the suppression list. A pruned contact is new again: ingesting it later queues it again. With
+    --dry-run it counts what would go. Run it from cron (daily) on one host.
     """
-    from leadctl.ops.prune import parse_age
-    from leadctl.ops.prune import prune as run_prune
+    from leadctl.ops.prune import parse_age, prune_namespace
 
     state = state_of(ctx)
     try:
         age = parse_age(older_than)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    conn = open_postgres(state.endpoints.database_url, state.settings)
-    try:
-        report = run_prune(conn, state.settings.namespace, age, batch_size=batch_size, dry_run=dry_run)
-    finally:
-        conn.close()
+    report = prune_namespace(state.settings, state.endpoints, age, batch_size=batch_size, dry_run=dry_run)
     if as_json:
         print_json(report.as_json())
         return

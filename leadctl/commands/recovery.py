@@ -3,82 +3,37 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated
 
-import psycopg
-import redis
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from leadctl.commands.app import AppState, app, print_json, state_of
-from leadctl.config import CHANNELS
-from leadctl.connections import open_postgres, open_redis
+from leadctl.commands.app import RECOVER, Leadctl, app, print_json, state_of
+from leadctl.commands.options import (
+    ChannelsOrAll,
+    EveryLead,
+    JsonOutput,
+    LeadIds,
+    OldestFirst,
+    Yes,
+    channels,
+    chosen_leads,
+    lead_ids,
+)
 from leadctl.errors import UsageError
 from leadctl.masking import mask_contact
 
-dlq_app = typer.Typer(
+dlq_app = Leadctl(
     help="Dead letters: leads that failed every attempt (or could not be sent at all), with their reason."
 )
-app.add_typer(dlq_app, name="dlq")
-doubt_app = typer.Typer(
+app.add_typer(dlq_app, name="dlq", rich_help_panel=RECOVER)
+doubt_app = Leadctl(
     help="Leads in doubt: the request may have reached the provider but no answer came. leadctl never "
     "resends them by itself; you decide."
 )
-app.add_typer(doubt_app, name="doubt")
-
-ChannelOption = Annotated[str, typer.Option("--channel", help="sms, whatsapp, email, or all.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
-LimitOption = Annotated[int | None, typer.Option(min=1, help="At most N per channel, oldest first.")]
-LeadOption = Annotated[
-    list[str] | None, typer.Option("--lead", help="Lead id (repeatable, or comma-separated).")
-]
-AllOption = Annotated[bool, typer.Option("--all", help="Every lead in doubt on the channel(s).")]
-YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-
-
-def _channels(value: str) -> list[str]:
-    if value == "all":
-        return list(CHANNELS)
-    if value not in CHANNELS:
-        raise UsageError(f"--channel must be one of {', '.join(CHANNELS)} or all, not {value!r}")
-    return [value]
-
-
-def _lead_ids(values: list[str] | None) -> list[int] | None:
-    if not values:
-        return None
-    ids = []
-    for value in values:
-        for part in value.split(","):
-            if not part.strip().isdigit():
-                raise UsageError(f"--lead takes lead ids (numbers), not {part.strip()!r}")
-            ids.append(int(part))
-    return ids
-
-
-def _chosen(lead: list[str] | None, every: bool) -> list[int] | None:
-    """The leads a resend or resolve acts on: the given ids, or None for --all."""
-    ids = _lead_ids(lead)
-    if (ids is None) == (not every):
-        raise UsageError("choose the leads: --lead ID (repeatable) or --all")
-    return ids
-
-
-@contextmanager
-def _connect(
-    state: AppState, need_redis: bool = True
-) -> Iterator[tuple[redis.Redis | None, psycopg.Connection]]:
-    client = open_redis(state.endpoints.redis_url, state.settings) if need_redis else None
-    try:
-        with open_postgres(state.endpoints.database_url, state.settings) as conn:
-            yield client, conn
-    finally:
-        if client is not None:
-            client.close()
+app.add_typer(doubt_app, name="doubt", rich_help_panel=RECOVER)
 
 
 def _confirm(yes: bool, question: str) -> None:
@@ -120,30 +75,21 @@ def _when(value: datetime | None) -> str:
 
 @dlq_app.command("list")
 def dlq_list(
-    ctx: typer.Context, channel: ChannelOption = "all", limit: LimitOption = 100, as_json: JsonOption = False
+    ctx: typer.Context, channel: ChannelsOrAll = None, limit: OldestFirst = 100, as_json: JsonOutput = False
 ) -> None:
     """Dead letters with their lead, masked contact, reason, attempts and when they went dead."""
-    from leadctl.ops.recovery import dead_letters
+    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
-    totals, letters = {}, []
-    with _connect(state) as (client, conn):
-        assert client is not None
-        for ch in _channels(channel):
-            totals[ch], found = dead_letters(client, conn, state.settings.namespace, ch, limit)
-            letters += found
+    chosen = channels(channel)
+    with Recovery(state.settings, state.endpoints) as recovery:
+        found = recovery.dead_letters(chosen, limit)
     if as_json:
-        print_json(
-            {
-                "total": sum(totals.values()),
-                "channels": totals,
-                "dead_letters": [d.as_json() for d in letters],
-            }
-        )
+        print_json(found.as_json())
         return
-    shown = f" (oldest {len(letters):,} shown)" if len(letters) < sum(totals.values()) else ""
+    shown = f" (oldest {len(found.letters):,} shown)" if len(found.letters) < found.total else ""
     _table(
-        f"dead letters: {sum(totals.values()):,}{shown}",
+        f"dead letters: {found.total:,}{shown}",
         ("lead", "channel", "contact", "attempts", "status", "dead at (UTC)", "reason"),
         [
             (
@@ -155,32 +101,28 @@ def dlq_list(
                 _when(d.dead_at),
                 d.reason,
             )
-            for d in letters
+            for d in found.letters
         ],
     )
 
 
 @dlq_app.command("replay")
 def dlq_replay(
-    ctx: typer.Context, channel: ChannelOption = "all", limit: LimitOption = None, as_json: JsonOption = False
+    ctx: typer.Context, channel: ChannelsOrAll = None, limit: OldestFirst = None, as_json: JsonOutput = False
 ) -> None:
     """Queue the dead letters' leads again and remove the dead letters.
 
     Each lead goes back to `queued` and to its channel's stream, with a fresh retry budget
-    (channels.<ch>.max_attempts); its `attempts` column keeps counting every request ever made.
-    A lead sent (or otherwise finished) since is not queued: its dead letter is just removed. Dead
+    (`channels.CH.max_attempts`); its `attempts` column keeps counting every request ever made. A
+    lead sent (or otherwise finished) since is not queued: its dead letter is just removed. Dead
     letters naming no known lead are kept (purge them). Safe to run twice.
     """
-    from leadctl.ops.recovery import replay_dead_letters
+    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
-    results = {}
-    with _connect(state) as (client, conn):
-        assert client is not None
-        for ch in _channels(channel):
-            results[ch] = replay_dead_letters(
-                client, conn, state.settings.namespace, ch, limit, state.settings.redis.partitions
-            )
+    chosen = channels(channel)
+    with Recovery(state.settings, state.endpoints) as recovery:
+        results = recovery.replay(chosen, limit)
     replayed = sum(r.replayed for r in results.values())
     skipped = sum(r.skipped for r in results.values())
     kept = sum(r.kept for r in results.values())
@@ -206,25 +148,23 @@ def dlq_replay(
 @dlq_app.command("purge")
 def dlq_purge(
     ctx: typer.Context,
-    channel: ChannelOption = "all",
-    limit: LimitOption = None,
-    yes: YesOption = False,
-    as_json: JsonOption = False,
+    channel: ChannelsOrAll = None,
+    limit: OldestFirst = None,
+    yes: Yes = False,
+    as_json: JsonOutput = False,
 ) -> None:
     """Remove dead letters for good (oldest first); their leads stay `dead` in PostgreSQL.
 
     Asks for confirmation unless --yes.
     """
-    from leadctl.ops.recovery import purge_dead_letters
+    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
-    channels = _channels(channel)
-    _confirm(yes, f"Remove {'the oldest ' + str(limit) if limit else 'every'} dead letter of {channel}?")
-    purged = {}
-    with _connect(state) as (client, _):
-        assert client is not None
-        for ch in channels:
-            purged[ch] = purge_dead_letters(client, state.settings.namespace, ch, limit)
+    chosen = channels(channel)
+    which = "the oldest " + str(limit) if limit else "every"
+    _confirm(yes, f"Remove {which} dead letter of {', '.join(channel or ['all'])}?")
+    with Recovery(state.settings, state.endpoints) as recovery:
+        purged = recovery.purge(chosen, limit)
     if as_json:
         print_json({"purged": sum(purged.values()), "channels": purged})
     else:
@@ -237,17 +177,18 @@ def dlq_purge(
 @doubt_app.command("list")
 def doubt_list(
     ctx: typer.Context,
-    channel: ChannelOption = "all",
-    lead: LeadOption = None,
-    limit: LimitOption = 100,
-    as_json: JsonOption = False,
+    channel: ChannelsOrAll = None,
+    lead: LeadIds = None,
+    limit: OldestFirst = 100,
+    as_json: JsonOutput = False,
 ) -> None:
     """Leads in doubt: their provider, the error, and since when."""
-    from leadctl.ops.recovery import in_doubt
+    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
-    with _connect(state, need_redis=False) as (_, conn):
-        total, leads = in_doubt(conn, state.settings.namespace, _channels(channel), _lead_ids(lead), limit)
+    chosen, ids = channels(channel), lead_ids(lead)
+    with Recovery(state.settings, state.endpoints) as recovery:
+        total, leads = recovery.in_doubt(chosen, ids, limit)
     if as_json:
         print_json({"total": total, "in_doubt": [d.as_json() for d in leads]})
         return
@@ -273,30 +214,27 @@ def doubt_list(
 @doubt_app.command("resend")
 def doubt_resend(
     ctx: typer.Context,
-    channel: ChannelOption = "all",
-    lead: LeadOption = None,
-    every: AllOption = False,
-    yes: YesOption = False,
-    as_json: JsonOption = False,
+    channel: ChannelsOrAll = None,
+    lead: LeadIds = None,
+    every: EveryLead = False,
+    yes: Yes = False,
+    as_json: JsonOutput = False,
 ) -> None:
-    """Send leads in doubt again. The first request may have been delivered: the contact may get the
-    message TWICE. Asks for confirmation unless --yes.
+    """Send leads in doubt again, knowing the contact may get the message TWICE.
 
-    The leads go back to `queued` and to their channel's stream; a running `leadctl work` sends them.
-    Leads not in doubt (any more) are left alone.
+    The first request may have been delivered. Asks for confirmation unless --yes. The leads go back
+    to `queued` and to their channel's stream; a running `leadctl work` sends them. Leads not in
+    doubt (any more) are left alone.
     """
-    from leadctl.ops.recovery import in_doubt, resend_in_doubt
+    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
-    channels, ids = _channels(channel), _chosen(lead, every)
-    with _connect(state) as (client, conn):
-        assert client is not None
+    chosen, ids = channels(channel), chosen_leads(lead, every)
+    with Recovery(state.settings, state.endpoints) as recovery:
         if not yes:
-            total, _ = in_doubt(conn, state.settings.namespace, channels, ids, limit=0)
+            total, _ = recovery.in_doubt(chosen, ids, limit=0)
             _confirm(False, f"Resend {total:,} leads in doubt? Some may receive the message twice.")
-        changed = resend_in_doubt(
-            client, conn, state.settings.namespace, channels, ids, state.settings.redis.partitions
-        )
+        changed = recovery.resend(chosen, ids)
     if as_json:
         print_json({"resent": changed.count, "lead_ids": changed.lead_ids, "skipped": changed.skipped})
         return
@@ -308,26 +246,28 @@ def doubt_resend(
 @doubt_app.command("resolve")
 def doubt_resolve(
     ctx: typer.Context,
-    verdict: Annotated[str, typer.Option("--as", help="sent or failed: what you know happened.")],
-    channel: ChannelOption = "all",
-    lead: LeadOption = None,
-    every: AllOption = False,
-    note: Annotated[str, typer.Option(help="Why (kept in the lead's error_message).")] = "",
-    as_json: JsonOption = False,
+    verdict: Annotated[
+        str, typer.Option("--as", metavar="VERDICT", help="sent or failed: what you know happened.")
+    ],
+    channel: ChannelsOrAll = None,
+    lead: LeadIds = None,
+    every: EveryLead = False,
+    note: Annotated[str, typer.Option(metavar="TEXT", help="Why (kept in the lead's error_message).")] = "",
+    as_json: JsonOutput = False,
 ) -> None:
     """Record your verdict on leads in doubt (e.g. after checking the provider's logs); nothing is sent.
 
     The lead's status becomes the verdict, its error_code `operator`, and its error_message the
     verdict, your note and the original error.
     """
-    from leadctl.ops.recovery import resolve_in_doubt
+    from leadctl.ops.recovery import Recovery
 
     if verdict not in ("sent", "failed"):
         raise UsageError(f"--as must be sent or failed, not {verdict!r}")
     state = state_of(ctx)
-    channels, ids = _channels(channel), _chosen(lead, every)
-    with _connect(state, need_redis=False) as (_, conn):
-        changed = resolve_in_doubt(conn, state.settings.namespace, channels, ids, verdict, note)
+    chosen, ids = channels(channel), chosen_leads(lead, every)
+    with Recovery(state.settings, state.endpoints) as recovery:
+        changed = recovery.resolve(chosen, ids, verdict, note)
     if as_json:
         print_json(
             {
@@ -346,24 +286,20 @@ def doubt_resolve(
 # -- requeue -----------------------------------------------------------------------------------
 
 
-@app.command()
-def requeue(ctx: typer.Context, channel: ChannelOption = "all", as_json: JsonOption = False) -> None:
+@app.command(rich_help_panel=RECOVER)
+def requeue(ctx: typer.Context, channel: ChannelsOrAll = None, as_json: JsonOutput = False) -> None:
     """Rebuild the queues from PostgreSQL: append every `queued` lead missing from its stream.
 
     For when Redis lost its data, or a crash came between PostgreSQL's commit and the queueing.
     Safe to run any time, even while workers run: a lead never gets a second entry because of it,
     except one queued at that very moment (and a second entry sends nothing twice).
     """
-    from leadctl.ops.recovery import requeue as requeue_channel
+    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
-    results = {}
-    with _connect(state) as (client, conn):
-        assert client is not None
-        for ch in _channels(channel):
-            results[ch] = requeue_channel(
-                client, conn, state.settings.namespace, ch, state.settings.redis.partitions
-            )
+    chosen = channels(channel)
+    with Recovery(state.settings, state.endpoints) as recovery:
+        results = recovery.requeue(chosen)
     appended = sum(r.appended for r in results.values())
     if as_json:
         print_json(

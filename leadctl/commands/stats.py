@@ -7,17 +7,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from leadctl.commands.app import app, print_json, state_of
+from leadctl.commands.app import WATCH, app, print_json, state_of
+from leadctl.commands.options import JsonOutput
 from leadctl.errors import UsageError
 
 
-@app.command()
+@app.command(rich_help_panel=WATCH)
 def stats(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    as_json: JsonOutput = False,
     watch: Annotated[bool, typer.Option("--watch", help="A live dashboard, redrawn until Ctrl-C.")] = False,
     interval: Annotated[
-        float, typer.Option(min=0.1, help="Seconds between refreshes (--watch, --serve).")
+        float,
+        typer.Option(metavar="SECONDS", min=0.1, help="Seconds between refreshes (--watch, --serve)."),
     ] = 2.0,
     serve: Annotated[
         str | None,
@@ -26,9 +28,8 @@ def stats(
 ) -> None:
     """Queues, outcomes, rates, latency, workers, alerts and spend per channel, campaign and provider.
 
-    Figures come from Redis and PostgreSQL: every host sees the whole fleet.
-
-    With alerts.webhook_url set, --watch and --serve post each alert's start and end once.
+    Figures come from Redis and PostgreSQL: every host sees the whole fleet. With
+    `alerts.webhook_url` set, --watch and --serve post each alert's start and end once.
     """
     from leadctl.ops import dashboard
     from leadctl.ops.stats import StatsSource

@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from leadctl.commands.app import AppState, app, print_json, state_of
+from leadctl.commands.app import PEOPLE, AppState, Leadctl, app, print_json, state_of
+from leadctl.commands.options import (
+    ContactsArgument,
+    Delimiter,
+    InputEncoding,
+    InputFormat,
+    JsonOutput,
+    Reason,
+    SuppressionChannel,
+)
 from leadctl.config import CHANNELS
-from leadctl.connections import open_postgres
-from leadctl.errors import InputError, UsageError
-from leadctl.masking import mask_contact
+from leadctl.errors import UsageError
 
-suppress_app = typer.Typer(
+if TYPE_CHECKING:
+    from leadctl.ingest.suppressions import Suppressed
+
+suppress_app = Leadctl(
     help="The suppression list: contacts (phones, emails) ingest records as suppressed and never queues."
 )
-app.add_typer(suppress_app, name="suppress")
-
-ChannelOption = Annotated[
-    str, typer.Option("--channel", help="sms, whatsapp, email, or all (every channel).")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")]
+app.add_typer(suppress_app, name="suppress", rich_help_panel=PEOPLE)
 
 
 def _channel(value: str | None) -> str | None:
-    """'all' -> '*', a channel name -> itself, None -> None."""
+    """'all' -> the entry for every channel, a channel name -> itself, None -> None."""
     from leadctl.store.suppressions import ALL_CHANNELS
 
     if value is None:
@@ -40,74 +43,49 @@ def _channel(value: str | None) -> str | None:
     return value
 
 
-def _normalised(values: list[str], region: str, channel: str | None) -> list[str]:
-    """Contacts as ingest stores them; UsageError on the first that is not a valid phone or email."""
-    from leadctl.ingest.normalise import Invalid, normalise_contact
-
-    contacts = []
-    for value in values:
-        result = normalise_contact(value, region)
-        if isinstance(result, Invalid):
-            kind = "email: " if "@" in value else ""
-            raise UsageError(f"{mask_contact(value.strip())}: {kind}{result.message}")
-        if channel not in (None, "*") and ("@" in result) != (channel == "email"):
-            raise UsageError(f"{mask_contact(result)} cannot be suppressed on {channel}")
-        contacts.append(result)
-    return contacts
-
-
-def _connect(state: AppState) -> psycopg.Connection:
-    return open_postgres(state.endpoints.database_url, state.settings)
+def _added(state: AppState, as_json: bool, done: Suppressed, channel: str, **extra: object) -> None:
+    if as_json:
+        print_json({"added": done.added, "already": done.already, "channel": channel, **extra})
+    else:
+        already = f" ({done.already:,} already were)" if done.already else ""
+        state.say(f"suppressed {done.added:,} contacts on {channel} channel(s){already}")
 
 
 @suppress_app.command("add")
 def add(
     ctx: typer.Context,
-    contacts: Annotated[list[str], typer.Argument(help="Phones and emails, as typed.")],
-    channel: ChannelOption = "all",
-    reason: Annotated[str, typer.Option(help="Why (e.g. 'opt-out by SMS reply').")] = "",
-    as_json: JsonOption = False,
+    contacts: ContactsArgument,
+    channel: SuppressionChannel = "all",
+    reason: Reason = "",
+    as_json: JsonOutput = False,
 ) -> None:
     """Suppress contacts: ingest counts them as suppressed and never queues them."""
-    from leadctl.store.suppressions import SuppressionList
+    from leadctl.ingest.suppressions import suppress_contacts
 
     state = state_of(ctx)
-    chosen = _channel(channel)
+    settings = state.settings
+    chosen = _channel(channel or "all")
     assert chosen is not None
-    normal = _normalised(contacts, state.settings.default_region, chosen)
-    with _connect(state) as conn:
-        added = SuppressionList(state.settings.namespace).add(conn, [(c, chosen) for c in normal], reason)
-    _added(state, as_json, added, len(set(normal)), channel)
-
-
-def _added(state: AppState, as_json: bool, added: int, distinct: int, channel: str, **extra: object) -> None:
-    if as_json:
-        print_json({"added": added, "already": distinct - added, "channel": channel, **extra})
-    else:
-        already = f" ({distinct - added:,} already were)" if distinct > added else ""
-        state.say(f"suppressed {added:,} contacts on {channel} channel(s){already}")
+    done = suppress_contacts(settings, state.endpoints, contacts, chosen, reason)
+    _added(state, as_json, done, channel or "all")
 
 
 @suppress_app.command("remove")
 def remove(
     ctx: typer.Context,
-    contacts: Annotated[list[str], typer.Argument(help="Phones and emails, as typed.")],
-    channel: Annotated[
-        str | None,
-        typer.Option(
-            "--channel", help="Only this entry: sms, whatsapp, email or all (default: every entry)."
-        ),
-    ] = None,
-    as_json: JsonOption = False,
+    contacts: ContactsArgument,
+    channel: SuppressionChannel = None,
+    as_json: JsonOutput = False,
 ) -> None:
-    """Take contacts off the suppression list (leads already recorded as suppressed stay so)."""
-    from leadctl.store.suppressions import SuppressionList
+    """Take contacts off the suppression list (leads already recorded as suppressed stay so).
+
+    Without --channel, every entry of each contact goes.
+    """
+    from leadctl.ingest.suppressions import unsuppress_contacts
 
     state = state_of(ctx)
-    chosen = _channel(channel)
-    normal = _normalised(contacts, state.settings.default_region, None)
-    with _connect(state) as conn:
-        removed = SuppressionList(state.settings.namespace).remove(conn, normal, chosen)
+    settings = state.settings
+    removed = unsuppress_contacts(settings, state.endpoints, contacts, _channel(channel))
     if as_json:
         print_json({"removed": removed})
     else:
@@ -117,18 +95,16 @@ def remove(
 @suppress_app.command("list")
 def list_(
     ctx: typer.Context,
-    channel: Annotated[
-        str | None, typer.Option("--channel", help="Only entries on sms, whatsapp, email or all.")
-    ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Show the newest N entries.")] = 1000,
-    as_json: JsonOption = False,
+    channel: SuppressionChannel = None,
+    limit: Annotated[int, typer.Option(metavar="N", min=1, help="Show the newest N entries.")] = 1000,
+    as_json: JsonOutput = False,
 ) -> None:
-    """The suppression list, newest first."""
-    from leadctl.store.suppressions import SuppressionList
+    """The suppression list, newest first (only the entries on --channel when given)."""
+    from leadctl.ingest.suppressions import suppressions
 
     state = state_of(ctx)
-    with _connect(state) as conn:
-        total, entries = SuppressionList(state.settings.namespace).entries(conn, _channel(channel), limit)
+    settings = state.settings
+    total, entries = suppressions(settings, state.endpoints, _channel(channel), limit)
     rows = [
         {
             "contact": e.contact,
@@ -156,41 +132,31 @@ def import_(
     ctx: typer.Context,
     file: Annotated[
         str,
-        typer.Argument(help="A lead file (any format ingest reads) or a list, one per line; - for stdin."),
+        typer.Argument(
+            metavar="FILE",
+            help="A lead file (any format ingest reads) or a list, one per line; - for stdin.",
+            show_default=False,
+        ),
     ],
-    channel: ChannelOption = "all",
-    reason: Annotated[str, typer.Option(help="Why (e.g. 'unsubscribed via CRM').")] = "",
-    fmt: Annotated[str | None, typer.Option("--format", help="csv, tsv, json or ndjson.")] = None,
-    encoding: Annotated[
-        str | None, typer.Option(help="Input encoding (default: UTF-8, else CP1252).")
-    ] = None,
-    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed).")] = None,
-    as_json: JsonOption = False,
+    channel: SuppressionChannel = "all",
+    reason: Reason = "",
+    fmt: InputFormat = None,
+    encoding: InputEncoding = None,
+    delimiter: Delimiter = None,
+    as_json: JsonOutput = False,
 ) -> None:
     """Suppress every phone and email of a file. Exit 1 when some values were not valid contacts."""
     from leadctl.ingest import ParseOptions
-    from leadctl.ingest.contacts import Contact, read_contacts
-    from leadctl.store.suppressions import SuppressionList
+    from leadctl.ingest.suppressions import suppress_file
 
     state = state_of(ctx)
     settings = state.settings
-    chosen = _channel(channel)
+    chosen = _channel(channel or "all")
     assert chosen is not None
-    options = ParseOptions(format=fmt, encoding=encoding, delimiter=delimiter, region=settings.default_region)
-    if file != "-" and not Path(file).exists():
-        raise InputError(f"{file}: no such file")
-    entries: list[tuple[str, str]] = []
-    invalid: list[dict[str, object]] = []
-    for item in read_contacts(file, options, settings.ingest.columns):
-        if isinstance(item, Contact):
-            if chosen == "*" or (item.kind == "email") == (chosen == "email"):
-                entries.append((item.contact, chosen))
-        else:
-            invalid.append({"line": item.line, "reason_code": item.code, "message": item.message})
-    with _connect(state) as conn:
-        added = SuppressionList(settings.namespace).add(conn, entries, reason)
-    distinct = len(set(entries))
-    _added(state, as_json, added, distinct, channel, invalid=invalid)
+    options = ParseOptions(format=fmt, encoding=encoding, delimiter=delimiter)
+    done = suppress_file(settings, state.endpoints, file, chosen, reason, options)
+    invalid = [{"line": r.line, "reason_code": r.code, "message": r.message} for r in done.invalid]
+    _added(state, as_json, done, channel or "all", invalid=invalid)
     if not as_json:
         for problem in invalid[:20]:
             state.say(f"line {problem['line']}: {problem['message']}")

@@ -18,7 +18,7 @@ import psycopg
 
 from leadctl.compliance.pseudonym import contact_digest, existing_caps_salt
 from leadctl.config import CHANNELS, Settings
-from leadctl.connections import RedisClient
+from leadctl.connections import Endpoints, RedisClient, open_postgres, open_redis
 from leadctl.queue import keys, streams
 from leadctl.store.erasure import PersonalData
 
@@ -92,3 +92,19 @@ def forget(conn: psycopg.Connection, client: RedisClient, settings: Settings, co
 def export(conn: psycopg.Connection, settings: Settings, contact: str) -> dict[str, Any]:
     """Everything leadctl keeps about ``contact``, as JSON-ready data."""
     return PersonalData(settings.namespace).export(conn, contact)
+
+
+def forget_contact(settings: Settings, endpoints: Endpoints, contact: str) -> Forgotten:
+    """`leadctl forget`: erase ``contact`` (as ``forget`` takes it) from PostgreSQL and Redis."""
+    with open_postgres(endpoints.database_url, settings) as conn:
+        client = open_redis(endpoints.redis_url, settings)
+        try:
+            return forget(conn, client, settings, contact)
+        finally:
+            client.close()
+
+
+def export_contact(settings: Settings, endpoints: Endpoints, contact: str) -> dict[str, Any]:
+    """`leadctl export`: everything the namespace keeps about ``contact``, as JSON-ready data."""
+    with open_postgres(endpoints.database_url, settings) as conn:
+        return export(conn, settings, contact)

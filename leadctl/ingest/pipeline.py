@@ -14,6 +14,8 @@ When the input stops being usable half-way (a truncated .gz, an I/O error, bytes
 the --encoding given) or PostgreSQL or Redis fails, ingest stops: the rows read before that point
 are recorded and queued, and IngestStopped carries the report of them. Ingesting the file again is
 safe: rows already recorded count as duplicates.
+
+``ingest_files`` is `leadctl ingest`: it connects, checks the queues' partitions and runs an Ingestor.
 """
 
 from __future__ import annotations
@@ -23,19 +25,28 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import psycopg
 import redis
 
-from leadctl.errors import InputError, LeadctlError, UsageError
+from leadctl.config import CHANNELS, Settings
+from leadctl.connections import (
+    Endpoints,
+    RedisClient,
+    open_postgres,
+    open_redis,
+    postgres_unreachable,
+    redis_unreachable,
+)
+from leadctl.errors import DependencyError, InputError, LeadctlError, UsageError
 from leadctl.ingest.batches import ParsedBatch
 from leadctl.ingest.distinct import DistinctCounter
 from leadctl.ingest.parse import LeadFile, ParseOptions, open_leads
 from leadctl.ingest.readers import Chunk, Item
 from leadctl.ingest.rejects import RejectsWriter
-from leadctl.ingest.workers import ParsePool
+from leadctl.ingest.workers import ParsePool, default_workers
 from leadctl.queue import streams
 from leadctl.store.leads import LeadWriter, Recorded
 
@@ -43,6 +54,8 @@ INLINE_ROWS = 20_000
 """Rows of an input of unknown size parsed in this process before parse workers are started."""
 PARALLEL_BYTES = 4 << 20
 """Inputs at least this big (on disk) start the parse workers at once."""
+WRITERS = 2
+"""PostgreSQL connections (writer threads) of one ingest: enough to keep PostgreSQL busy on 2 cores."""
 
 
 @dataclass(slots=True)
@@ -448,3 +461,72 @@ def _batches(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
         raise
     if batch:
         yield batch
+
+
+def ingest_files(
+    settings: Settings,
+    endpoints: Endpoints | None,
+    sources: Sequence[str],
+    options: ParseOptions,
+    *,
+    rejects: Path | None = None,
+    workers: int | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> IngestReport:
+    """`leadctl ingest`: parse, record and queue ``sources`` into the namespace of ``settings``.
+
+    ``endpoints`` None is a dry run: validate and count, connect to nothing, write nothing (rejects
+    only to an explicit ``rejects``). ``options`` get the region and consent rules of ``settings``.
+    ``workers``: parse processes (default: one per CPU). The queues must have this host's partition
+    count (else a ConfigError before anything is written). When a failure stops ingest part-way,
+    IngestStopped carries the report so far and, as its cause, the one-line error to show.
+    """
+    options = replace(options, region=settings.default_region, consent=settings.compliance.consent())
+    client: RedisClient | None = None
+    conns: list[psycopg.Connection] = []
+    try:
+        if endpoints is not None:
+            client = open_redis(endpoints.redis_url, settings)
+            streams.check_partitions(client, settings.namespace, CHANNELS, settings.redis.partitions)
+            for _ in range(WRITERS):
+                conns.append(open_postgres(endpoints.database_url, settings))
+        ingestor = Ingestor(
+            settings.namespace,
+            conns,
+            client,
+            settings.ingest.batch_size,
+            dry_run=endpoints is None,
+            workers=default_workers() if workers is None else workers,
+            partitions=settings.redis.partitions,
+        )
+        try:
+            return ingestor.ingest(sources, options, settings.ingest.columns, rejects, progress)
+        except IngestStopped as stopped:
+            raise IngestStopped(_one_line(stopped, endpoints), stopped.report) from stopped.cause
+    finally:
+        for conn in conns:
+            conn.close()
+        if client is not None:
+            client.close()
+
+
+def _one_line(stopped: IngestStopped, endpoints: Endpoints | None) -> LeadctlError:
+    """The error that stopped ingest, as the one line (and exit code) the user sees."""
+    cause, report = stopped.cause, stopped.report
+    error: LeadctlError
+    if isinstance(cause, LeadctlError):
+        error = cause
+    elif isinstance(cause, redis.RedisError) and endpoints is not None:
+        error = redis_unreachable(endpoints.redis_url, cause)
+    elif isinstance(cause, psycopg.OperationalError) and endpoints is not None:
+        error = postgres_unreachable(endpoints.database_url, cause)
+    elif isinstance(cause, psycopg.Error):
+        error = DependencyError(f"PostgreSQL refused a batch: {str(cause).strip().splitlines()[0]}")
+    else:
+        error = UsageError(f"cannot write the rejects file: {cause}")
+    if report.rows and not report.dry_run:
+        error = type(error)(
+            f"{error} - stopped after {report.rows:,} rows ({report.accepted:,} leads queued); "
+            "ingesting the input again is safe: rows already recorded count as duplicates"
+        )
+    return error

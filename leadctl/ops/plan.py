@@ -29,7 +29,7 @@ from typing import Any
 
 from leadctl.config import CHANNELS, Settings
 from leadctl.ops.cost import currency
-from leadctl.ops.measured import DispatchBenchResult
+from leadctl.ops.measured import DispatchBenchResult, load_result
 
 DEFAULT_MIX = {"sms": 0.4, "whatsapp": 0.4, "email": 0.2}
 
@@ -412,3 +412,44 @@ def phases(settings: Settings, mix: dict[str, float], given: Assumptions) -> dic
             "total_per_month": round(plan.cost["total"]),
         }
     return table
+
+
+def parse_sender_rates(text: str | None) -> dict[str, float]:
+    """'sms=10,whatsapp=50' -> messages per second one sender may send, per channel."""
+    rates: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, _, value = (x.strip() for x in part.partition("="))
+        if name not in CHANNELS:
+            raise ValueError(f"--sender-mps: {name!r} is not a channel ({', '.join(CHANNELS)})")
+        try:
+            rates[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--sender-mps: {part.strip()!r} is not channel=messages per second") from None
+        if rates[name] <= 0:
+            raise ValueError(f"--sender-mps: {name} must be more than 0")
+    return rates
+
+
+def capacity_plan(
+    settings: Settings,
+    leads_per_min: float,
+    mix: dict[str, float],
+    sender_per_second: dict[str, float],
+    *,
+    latency_ms: float,
+    cores_per_host: int,
+    hours_per_day: float,
+    retention_days: int,
+) -> tuple[Plan, dict[str, dict[str, Any]]]:
+    """`leadctl plan`: the plan for ``leads_per_min``, and the design's phases, assuming the last
+    `leadctl bench dispatch` saved under ``data_dir`` (else the defaults)."""
+    given = assumptions(
+        load_result(settings.data_dir),
+        latency_ms=latency_ms,
+        cores_per_host=cores_per_host,
+        hours_per_day=hours_per_day,
+        retention_days=retention_days,
+    )
+    return make_plan(settings, leads_per_min, mix, given, sender_per_second), phases(settings, mix, given)

@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from leadctl.config import Settings
+from leadctl.connections import Endpoints, open_postgres
 from leadctl.store.prune import count_finished_before, delete_finished_before
 
 _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
@@ -78,3 +80,11 @@ def prune(
                 break
     report.seconds = time.monotonic() - started
     return report
+
+
+def prune_namespace(
+    settings: Settings, endpoints: Endpoints, older_than: timedelta, *, batch_size: int, dry_run: bool
+) -> PruneReport:
+    """`leadctl prune`: ``prune`` the namespace of ``settings``, over a connection of its own."""
+    with open_postgres(endpoints.database_url, settings) as conn:
+        return prune(conn, settings.namespace, older_than, batch_size=batch_size, dry_run=dry_run)

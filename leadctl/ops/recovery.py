@@ -19,13 +19,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import psycopg
 import redis
 
+from leadctl.config import Settings
+from leadctl.connections import Endpoints, RedisClient, open_postgres, open_redis
 from leadctl.queue import keys, streams
 from leadctl.store.recovery import (
     DoubtfulLead,
@@ -291,3 +293,113 @@ def requeue(
             partitions,
         )
     return RequeueResult(len(queued), len(queued) - len(missing), len(missing))
+
+
+# -- the operator's commands -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DeadLetters:
+    """How many dead letters each channel holds, and the oldest of them."""
+
+    totals: dict[str, int] = field(default_factory=dict)
+    letters: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.totals.values())
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "channels": self.totals,
+            "dead_letters": [d.as_json() for d in self.letters],
+        }
+
+
+class Recovery:
+    """`leadctl dlq`, `doubt` and `requeue` on one namespace, each action over several channels.
+
+    Redis and PostgreSQL are connected on first use (Redis first) and closed by ``close``; use it
+    as a context manager.
+    """
+
+    def __init__(self, settings: Settings, endpoints: Endpoints) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+        self.namespace = settings.namespace
+        self.partitions = settings.redis.partitions
+        self._redis: RedisClient | None = None
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def redis(self) -> RedisClient:
+        if self._redis is None:
+            self._redis = open_redis(self.endpoints.redis_url, self.settings)
+        return self._redis
+
+    @property
+    def postgres(self) -> psycopg.Connection:
+        if self._conn is None:
+            self._conn = open_postgres(self.endpoints.database_url, self.settings)
+        return self._conn
+
+    def __enter__(self) -> Recovery:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.close()
+        if self._conn is not None:
+            self._conn.close()
+        self._redis = self._conn = None
+
+    def dead_letters(self, channels: Sequence[str], limit: int | None) -> DeadLetters:
+        """Each channel's dead letters: their count, and the oldest ``limit`` with their leads."""
+        client, conn = self.redis, self.postgres
+        found = DeadLetters()
+        for channel in channels:
+            found.totals[channel], letters = dead_letters(client, conn, self.namespace, channel, limit)
+            found.letters += letters
+        return found
+
+    def replay(self, channels: Sequence[str], limit: int | None) -> dict[str, ReplayResult]:
+        """Queue each channel's oldest ``limit`` dead letters again (see replay_dead_letters)."""
+        client, conn = self.redis, self.postgres
+        return {
+            channel: replay_dead_letters(client, conn, self.namespace, channel, limit, self.partitions)
+            for channel in channels
+        }
+
+    def purge(self, channels: Sequence[str], limit: int | None) -> dict[str, int]:
+        """Remove each channel's oldest ``limit`` dead letters for good; how many went, per channel."""
+        return {
+            channel: purge_dead_letters(self.redis, self.namespace, channel, limit) for channel in channels
+        }
+
+    def in_doubt(
+        self, channels: Sequence[str], lead_ids: Sequence[int] | None = None, limit: int | None = None
+    ) -> tuple[int, list[DoubtfulLead]]:
+        """How many leads of ``channels`` (or of ``lead_ids``) are in doubt, and the oldest ``limit``."""
+        return in_doubt(self.postgres, self.namespace, channels, lead_ids, limit)
+
+    def resend(self, channels: Sequence[str], lead_ids: Sequence[int] | None) -> Changed:
+        """Queue in-doubt leads again (all of ``channels`` when ``lead_ids`` is None)."""
+        client, conn = self.redis, self.postgres
+        return resend_in_doubt(client, conn, self.namespace, channels, lead_ids, self.partitions)
+
+    def resolve(
+        self, channels: Sequence[str], lead_ids: Sequence[int] | None, verdict: Verdict, note: str = ""
+    ) -> Changed:
+        """Record the operator's verdict on in-doubt leads; nothing is sent."""
+        return resolve_in_doubt(self.postgres, self.namespace, channels, lead_ids, verdict, note)
+
+    def requeue(self, channels: Sequence[str]) -> dict[str, RequeueResult]:
+        """Append every ``queued`` lead missing from its channel's stream (see requeue)."""
+        client, conn = self.redis, self.postgres
+        return {
+            channel: requeue(client, conn, self.namespace, channel, self.partitions) for channel in channels
+        }

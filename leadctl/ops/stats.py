@@ -13,6 +13,7 @@ import dataclasses
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from leadctl.connections import (
     postgres_unreachable,
     redis_unreachable,
 )
-from leadctl.errors import DependencyError
+from leadctl.errors import DependencyError, LeadctlError
 from leadctl.ops import alerts
 from leadctl.ops.cost import cost_table, spend
 from leadctl.queue import keys
@@ -340,3 +341,18 @@ class StatsSource:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+
+def post_alert_changes(settings: Settings, endpoints: Endpoints, say: Callable[[str], None]) -> None:
+    """Post the alerts that started or ended (``alerts.webhook_url``), as `stats --watch` does, and
+    ``say`` what was posted; a failure is said, not raised (the caller's own job went fine)."""
+    if not settings.alerts.webhook_url:
+        return
+    source = StatsSource(settings, endpoints)
+    try:
+        for line in source.post_alerts(source.snapshot()):
+            say(f"alert posted: {line}")
+    except LeadctlError as exc:
+        say(f"alerts not posted: {exc}")
+    finally:
+        source.close()

@@ -9,6 +9,8 @@ import orjson
 import redis
 import redis.asyncio as aioredis
 
+from leadctl.config import Settings
+from leadctl.connections import Endpoints, open_redis
 from leadctl.queue import keys
 
 STALE_AFTER_S = 15.0
@@ -55,3 +57,12 @@ def live_workers(client: redis.Redis, namespace: str, now: float | None = None) 
     if stale:
         client.hdel(key, *stale)
     return sorted(live, key=lambda b: (b.host, b.consumer))
+
+
+def fleet_workers(settings: Settings, endpoints: Endpoints) -> list[Heartbeat]:
+    """`leadctl workers`: the live worker processes of every host of the namespace."""
+    client = open_redis(endpoints.redis_url, settings)
+    try:
+        return live_workers(client, settings.namespace)
+    finally:
+        client.close()

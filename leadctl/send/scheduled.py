@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 import redis
 
 from leadctl.config import Settings
-from leadctl.connections import Endpoints, open_postgres
+from leadctl.connections import Endpoints, open_postgres, open_redis
+from leadctl.errors import DependencyError
 from leadctl.queue import deferred, keys, streams
 from leadctl.queue.sifting import CampaignFilter, campaign_filter
-from leadctl.send.supervisor import PoolReport, PoolSpec, Supervisor
+from leadctl.send.supervisor import PoolReport, PoolSpec, Supervisor, check_dependencies
 from leadctl.store.reports import CampaignCounts, campaign_counts
 
 _RENEW = (
@@ -237,3 +238,30 @@ def _filter(
 def _depth(client: redis.Redis, settings: Settings, channel: str) -> tuple[int, int]:
     depth = streams.depth(client, settings.namespace, channel, settings.redis.partitions)
     return depth.queued, depth.pending
+
+
+def run_batches(
+    settings: Settings,
+    endpoints: Endpoints,
+    options: BatchOptions,
+    say: Callable[[str], None],
+    on_report: Callable[[BatchReport], None],
+    every_s: float | None = None,
+) -> BatchReport:
+    """`leadctl batch`: check the dependencies, then one run, given to ``on_report``, and returned;
+    with ``every_s``, a run every that many seconds, until interrupted. A DependencyError when a
+    run found a dependency down."""
+    check_dependencies(settings, endpoints, options.channels)
+    client = open_redis(endpoints.redis_url, settings)
+    try:
+        while True:
+            started = time.monotonic()
+            report = run_batch(settings, endpoints, client, options, say)
+            if report.fatal:
+                raise DependencyError(report.fatal)
+            on_report(report)
+            if every_s is None:
+                return report
+            time.sleep(max(0.0, every_s - (time.monotonic() - started)))
+    finally:
+        client.close()

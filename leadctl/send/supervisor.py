@@ -18,14 +18,16 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from leadctl.config import Settings
-from leadctl.connections import Endpoints
-from leadctl.queue.sifting import CampaignFilter
+from leadctl.connections import Endpoints, open_postgres, open_redis
+from leadctl.errors import DependencyError
+from leadctl.queue import streams
+from leadctl.queue.sifting import CampaignFilter, campaign_filter
 from leadctl.records import Status
 from leadctl.retry import RESTARTS
 from leadctl.send.eventloop import run_loop, settle_collector, stop_on_signals
@@ -242,3 +244,104 @@ class Supervisor:
                 return
             self._received += 1
             reports[worker_report.channel].add(worker_report)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkSpec:
+    """What `leadctl work` runs: ``workers`` processes per channel with ``concurrency`` sends in
+    flight each (None: the channel's config); ``burst``: exit once the queues are empty;
+    ``max_leads``: stop after that many leads per channel; ``campaigns``: send only their leads (a
+    filtered worker goes through the queue once, so this needs ``burst``); ``name``: this host's."""
+
+    channels: Sequence[str]
+    workers: int | None = None
+    concurrency: int | None = None
+    burst: bool = False
+    max_leads: int | None = None
+    campaigns: Sequence[str] = ()
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkReport:
+    """What the workers of each channel did."""
+
+    channels: dict[str, PoolReport]
+
+    @property
+    def statuses(self) -> Counter[str]:
+        return sum((r.statuses for r in self.channels.values()), start=Counter())
+
+    @property
+    def failed(self) -> bool:
+        """Some leads were not sent, or a worker crashed."""
+        return any(r.unsent or r.crashed for r in self.channels.values())
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "statuses": dict(self.statuses),
+            "channels": {
+                ch: {
+                    "statuses": dict(r.statuses),
+                    "entries": r.entries,
+                    "seconds": round(r.seconds, 3),
+                    "leads_per_min": round(r.entries / r.seconds * 60) if r.seconds else 0,
+                    "restarts": r.restarts,
+                }
+                for ch, r in self.channels.items()
+            },
+        }
+
+
+def check_dependencies(settings: Settings, endpoints: Endpoints, channels: Sequence[str]) -> None:
+    """Redis and PostgreSQL answer, and the channels' queues have this host's partition count: a
+    DependencyError or ConfigError here, before any worker starts."""
+    client = open_redis(endpoints.redis_url, settings)
+    try:
+        streams.check_partitions(client, settings.namespace, channels, settings.redis.partitions)
+    finally:
+        client.close()
+    open_postgres(endpoints.database_url, settings).close()
+
+
+def _campaign_filters(
+    settings: Settings, endpoints: Endpoints, channels: Sequence[str], campaigns: Sequence[str]
+) -> dict[str, CampaignFilter]:
+    """Each channel's campaign filter, its horizon noted now (none without campaigns)."""
+    if not campaigns:
+        return {}
+    client = open_redis(endpoints.redis_url, settings)
+    try:
+        return {
+            ch: campaign_filter(client, settings.namespace, ch, settings.redis.partitions, campaigns)
+            for ch in channels
+        }
+    finally:
+        client.close()
+
+
+def run_workers(
+    settings: Settings, endpoints: Endpoints, spec: WorkSpec, say: Callable[[str], None]
+) -> WorkReport:
+    """`leadctl work`: check the dependencies, start each channel's workers (``say`` tells how many)
+    and supervise them until they finish or a signal stops them. A DependencyError when a worker
+    found continuing pointless (credentials refused)."""
+    check_dependencies(settings, endpoints, spec.channels)
+    filters = _campaign_filters(settings, endpoints, spec.channels, spec.campaigns)
+    pools = [
+        PoolSpec(
+            ch,
+            spec.workers or settings.channel(ch).workers,
+            spec.concurrency or settings.channel(ch).concurrency,
+            spec.max_leads,
+            filters.get(ch),
+        )
+        for ch in spec.channels
+    ]
+    for pool in pools:
+        say(f"{pool.channel}: {pool.workers} workers x {pool.concurrency} in flight")
+    reports = Supervisor(settings, endpoints, pools, burst=spec.burst, name=spec.name).run()
+    for report in reports.values():
+        if report.fatal:
+            raise DependencyError(f"{report.channel}: {report.fatal}")
+    return WorkReport(reports)

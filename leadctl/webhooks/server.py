@@ -38,7 +38,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from leadctl.compliance.optout import OptOutKeywords
 from leadctl.config import Settings
-from leadctl.connections import Endpoints, open_async_pool
+from leadctl.connections import Endpoints, open_async_pool, open_postgres
 from leadctl.errors import ConfigError
 from leadctl.retry import Backoff, RetryPolicy
 from leadctl.send.eventloop import stop_on_signals
@@ -399,11 +399,20 @@ def serve_in_thread(settings: Settings, endpoints: Endpoints, host: str = "127.0
         loop.close()
 
 
-def run(settings: Settings, endpoints: Endpoints, host: str, port: int, say: Callable[[str], None]) -> None:
-    """Serve until SIGINT or SIGTERM (`leadctl webhooks serve`)."""
+def run(
+    settings: Settings,
+    endpoints: Endpoints,
+    host: str | None,
+    port: int | None,
+    say: Callable[[str], None],
+) -> None:
+    """`leadctl webhooks serve`: check PostgreSQL (and migrate its schema), then serve on ``host``
+    and ``port`` (None: ``webhooks.host`` and ``webhooks.port``) until SIGINT or SIGTERM."""
+    open_postgres(endpoints.database_url, settings).close()
+    address = (host or settings.webhooks.host, port if port is not None else settings.webhooks.port)
 
     async def main() -> None:
-        running = await start(settings, endpoints, host, port)
+        running = await start(settings, endpoints, *address)
         verified = ", ".join(running.server.secrets.configured()) or "none: every request will get 403"
         say(f"webhooks: listening on {running.url} (signatures verified for: {verified}); Ctrl-C stops")
         stop = stop_on_signals()
