@@ -16,28 +16,36 @@ the loops that use it hold no retry arithmetic of their own:
 - The supervisor spaces the restarts of a crashed worker with ``RESTARTS``' delays.
 
 The pause after ``n`` failed attempts is drawn uniformly from [0, min(max, initial x 2^(n-1))]
-("full jitter"), or is that bound itself without jitter; an error's ``retry_after`` (a provider's
-429 with Retry-After) is a floor under it.
+("full jitter"), or is that bound itself without jitter: tenacity's ``wait_random_exponential`` and
+``wait_exponential``, which also keep a pause of a days-long outage from overflowing. An error's
+``retry_after`` (a provider's 429 with Retry-After) is a floor under it. After the first failure,
+``Attempts`` hands the operation to tenacity's ``AsyncRetrying`` with the same stop, wait and retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_never,
+    wait_exponential,
+    wait_random_exponential,
+)
+from tenacity.wait import wait_base
 
 from leadctl.config import ChannelSettings
 from leadctl.connections import redis_outage
 
 T = TypeVar("T")
-
-_MAX_EXPONENT = 64
-"""Doublings past this change nothing (every ceiling is hit long before) and would overflow a float."""
 
 
 def dependency_outage(exc: BaseException) -> bool:
@@ -61,6 +69,11 @@ class RetryPolicy:
     attempts: int | None
     jitter: bool
     retryable: Callable[[BaseException], bool]
+    _wait: wait_base = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        shape = wait_random_exponential if self.jitter else wait_exponential
+        object.__setattr__(self, "_wait", shape(multiplier=self.initial_s, max=self.max_s))
 
     @classmethod
     def for_channel(cls, channel: ChannelSettings, retryable: Callable[[BaseException], bool]) -> RetryPolicy:
@@ -80,10 +93,31 @@ class RetryPolicy:
 
     def delay(self, failed: int, exc: BaseException | None = None) -> float:
         """Hook: seconds to wait after ``failed`` attempts, the last of which raised ``exc``."""
-        bound = min(self.max_s, self.initial_s * 2 ** min(failed - 1, _MAX_EXPONENT))
-        pause = random.uniform(0, bound) if self.jitter else bound
+        state = RetryCallState(None, None, (), {})
+        state.attempt_number = failed
+        pause = self._wait(state)
         retry_after = getattr(exc, "retry_after", None)
         return max(retry_after, pause) if retry_after else pause
+
+    def after_first(self) -> AsyncRetrying:
+        """tenacity's loop for the attempts after a first one failed (that one paused for already)."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.attempts - 1) if self.attempts is not None else stop_never,
+            wait=_Later(self),
+            retry=retry_if_exception(self.retryable),
+            reraise=True,
+        )
+
+
+class _Later(wait_base):
+    """A policy's pauses as tenacity asks for them, counting the first attempt made before it."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        return self.policy.delay(retry_state.attempt_number + 1, exc)
 
 
 OUTAGE = RetryPolicy(initial_s=0.1, max_s=5.0, attempts=None, jitter=False, retryable=dependency_outage)
@@ -106,15 +140,19 @@ class Attempts:
     async def run(self, operation: Callable[..., Awaitable[T]], *args: object) -> T:
         """``await operation(*args)``, again after each failure the policy retries; the last error
         is raised as it was."""
-        while True:
-            self.made += 1
-            try:
+        self.made = 1
+        try:  # the common case, a first attempt that succeeds, pays for no retry machinery
+            return await operation(*args)
+        except Exception as exc:
+            if not self.policy.retries(exc, 1):
+                raise
+            pause = self.policy.delay(1, exc)
+        await asyncio.sleep(pause)
+        async for attempt in self.policy.after_first():
+            with attempt:
+                self.made += 1
                 return await operation(*args)
-            except Exception as exc:
-                if not self.policy.retries(exc, self.made):
-                    raise
-                pause = self.policy.delay(self.made, exc)
-            await asyncio.sleep(pause)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
 
 class Backoff:
