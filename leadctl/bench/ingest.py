@@ -7,7 +7,7 @@ written differently.
 
 ``run_ingest`` runs ``leadctl --quiet ingest FILE --json`` as a user would (a subprocess, in a
 namespace of its own, dropped afterwards) and samples, every 50 ms, the resident memory of its whole
-process tree (parse workers included) and the CPU time of that tree, of its PostgreSQL backends
+process tree (parse processes included) and the CPU time of that tree, of its PostgreSQL backends
 (found through its sockets) and of Redis (INFO). The leads/s figure is the ingest's own (rows /
 seconds from opening the first file to the last write); ``wall_s`` adds interpreter start-up.
 """

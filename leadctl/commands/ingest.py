@@ -68,10 +68,10 @@ def ingest(
         ),
     ] = None,
     dry_run: DryRun = False,
-    workers: Annotated[
+    parsers: Annotated[
         int | None,
         typer.Option(
-            metavar="N", min=0, help="Parse worker processes for big inputs (default: one per CPU; 0: none)."
+            metavar="N", min=0, help="Parse processes for big inputs (default: one per CPU; 0: none)."
         ),
     ] = None,
     as_json: JsonOutput = False,
@@ -108,7 +108,7 @@ def ingest(
                 files,
                 options,
                 rejects=rejects,
-                workers=workers,
+                parsers=parsers,
                 progress=progress,
             )
     except IngestStopped as stopped:

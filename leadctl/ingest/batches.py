@@ -1,6 +1,6 @@
 """One batch of raw records -> what the store needs: COPY data per writer, rejects, counts.
 
-``parse_batch`` is what a parse worker process runs (or the main process, for small inputs): its
+``parse_batch`` is what a parse process runs (or the main process, for small inputs): its
 arguments and its result are small picklable objects, and the accepted leads leave it as lines of
 PostgreSQL's COPY text format, not as one Python object each. A lead goes to the writer chosen by a
 hash of its contact, so every occurrence of a contact is written by the same writer, in file order.

@@ -1,7 +1,7 @@
-"""The storing half of ingest: lead files read here, parsed in worker processes, recorded in
+"""The storing half of ingest: lead files read here, parsed in parse processes, recorded in
 PostgreSQL by writer threads, queued in Redis.
 
-    read (this thread) -> parse (workers.ParsePool: COPY text per writer, rejects)
+    read (this thread) -> parse (parse_pool.ParsePool: COPY text per writer, rejects)
       -> writer threads: COPY + one de-duplicating INSERT (store.leads), commit, then XADD the new
          ids in one Lua call per channel (streams.enqueue_ids)
 
@@ -44,16 +44,16 @@ from leadctl.errors import DependencyError, InputError, LeadctlError, UsageError
 from leadctl.ingest.batches import ParsedBatch
 from leadctl.ingest.distinct import DistinctCounter
 from leadctl.ingest.parse import LeadFile, ParseOptions, open_leads
+from leadctl.ingest.parse_pool import ParsePool, default_parsers
 from leadctl.ingest.readers import Chunk, Item
 from leadctl.ingest.rejects import RejectsWriter
-from leadctl.ingest.workers import ParsePool, default_workers
 from leadctl.queue import streams
 from leadctl.store.leads import LeadWriter, Recorded
 
 INLINE_ROWS = 20_000
-"""Rows of an input of unknown size parsed in this process before parse workers are started."""
+"""Rows of an input of unknown size parsed in this process before the parse processes are started."""
 PARALLEL_BYTES = 4 << 20
-"""Inputs at least this big (on disk) start the parse workers at once."""
+"""Inputs at least this big (on disk) start the parse processes at once."""
 WRITERS = 2
 """PostgreSQL connections (writer threads) of one ingest: enough to keep PostgreSQL busy on 2 cores."""
 
@@ -99,7 +99,7 @@ class FileReport(Tally):
 
 @dataclass(slots=True)
 class Timings:
-    """Where the time went: parse CPU (all workers), and writer threads' waits on each server."""
+    """Where the time went: parse CPU (all parse processes), and writer threads' waits on each server."""
 
     parse_cpu_s: float = 0.0
     postgres_s: float = 0.0
@@ -308,7 +308,7 @@ class Ingestor:
 
     ``conn``: one PostgreSQL connection, or several (one writer thread each; two keep PostgreSQL
     busy on two cores). ``batch_size``: rows per parse batch. ``dry_run``: validate and count
-    (in-file duplicates included) without writing; needs no connection. ``workers``: parse worker
+    (in-file duplicates included) without writing; needs no connection. ``parsers``: parse
     processes (0: parse in this process), started only for big inputs. ``partitions``: streams per
     channel (``redis.partitions``).
     """
@@ -321,7 +321,7 @@ class Ingestor:
         batch_size: int,
         *,
         dry_run: bool = False,
-        workers: int = 0,
+        parsers: int = 0,
         partitions: int = 1,
     ) -> None:
         self.namespace = namespace
@@ -330,7 +330,7 @@ class Ingestor:
         self.redis = redis_client
         self.batch_size = batch_size
         self.dry_run = dry_run
-        self.workers = workers
+        self.parsers = parsers
         if not dry_run and (not self.conns or redis_client is None):
             raise ValueError("a real ingest needs a PostgreSQL connection and a Redis client")
 
@@ -351,7 +351,7 @@ class Ingestor:
         check_inputs(sources, targets)
         report = IngestReport(dry_run=self.dry_run)
         started = time.perf_counter()
-        pool = ParsePool(self.workers)
+        pool = ParsePool(self.parsers)
         writers = None
         if not self.dry_run:
             assert self.redis is not None
@@ -470,14 +470,14 @@ def ingest_files(
     options: ParseOptions,
     *,
     rejects: Path | None = None,
-    workers: int | None = None,
+    parsers: int | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> IngestReport:
     """`leadctl ingest`: parse, record and queue ``sources`` into the namespace of ``settings``.
 
     ``endpoints`` None is a dry run: validate and count, connect to nothing, write nothing (rejects
     only to an explicit ``rejects``). ``options`` get the region and consent rules of ``settings``.
-    ``workers``: parse processes (default: one per CPU). The queues must have this host's partition
+    ``parsers``: parse processes (default: one per CPU). The queues must have this host's partition
     count (else a ConfigError before anything is written). When a failure stops ingest part-way,
     IngestStopped carries the report so far and, as its cause, the one-line error to show.
     """
@@ -496,7 +496,7 @@ def ingest_files(
             client,
             settings.ingest.batch_size,
             dry_run=endpoints is None,
-            workers=default_workers() if workers is None else workers,
+            parsers=default_parsers() if parsers is None else parsers,
             partitions=settings.redis.partitions,
         )
         try:

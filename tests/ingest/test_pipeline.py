@@ -1,4 +1,4 @@
-"""The ingest pipeline as a library: chunked reading, parse workers, writer threads, dry-run counting.
+"""The ingest pipeline as a library: chunked reading, parse processes, writer threads, dry-run counting.
 
 Parallel ingest must give exactly what reading the file in one go gives: the same rejects with the
 same lines, and the first row of each contact recorded.
@@ -112,7 +112,7 @@ def test_parallel_ingest_matches_one_read(
     conns = [open_postgres(settings.database.url or "", settings) for _ in range(2)]
     progress: list[Progress] = []
     try:
-        ingestor = Ingestor(settings.namespace, conns, redis_client, 100, workers=workers)
+        ingestor = Ingestor(settings.namespace, conns, redis_client, 100, parsers=workers)
         report = ingestor.ingest([str(path)], ParseOptions(), {}, progress=progress.append)
     finally:
         for conn in conns:
@@ -139,7 +139,7 @@ def test_dry_run_counts_like_a_real_run(
     first, second = tmp_path / "a.csv", tmp_path / "b.csv"
     first.write_text(tricky_csv(1000, seed=1), encoding="utf-8")
     second.write_text(tricky_csv(1000, seed=2), encoding="utf-8")
-    report = Ingestor(settings.namespace, None, None, 100, dry_run=True, workers=2).ingest(
+    report = Ingestor(settings.namespace, None, None, 100, dry_run=True, parsers=2).ingest(
         [str(first), str(second)], ParseOptions(), {}
     )
     leads = [x for p in (first, second) for x in parse_leads(p, ParseOptions()) if isinstance(x, Lead)]

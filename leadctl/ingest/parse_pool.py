@@ -1,6 +1,6 @@
-"""Parse worker processes: batches of raw records parsed elsewhere, results back in input order.
+"""Parse processes (the parse pool): batches of raw records parsed elsewhere, results back in input order.
 
-Parsing (phone and email validation) is most of ingest's Python work, so it runs in worker
+Parsing (phone and email validation) is most of ingest's Python work, so it runs in parse
 processes while this one reads the file and writes to PostgreSQL and Redis. Workers come from a
 forkserver that has already imported the parser (no copy of this process's connections or threads),
 ignore Ctrl-C (this process stops them) and are started only for inputs big enough to repay their
@@ -25,8 +25,8 @@ Batch = tuple[Any, ...]
 """The arguments of batches.parse_batch."""
 
 
-def default_workers() -> int:
-    """One parse worker per CPU this process may run on."""
+def default_parsers() -> int:
+    """One parse process per CPU this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -35,21 +35,21 @@ def _ignore_interrupts() -> None:
 
 
 class ParsePool:
-    """Parses batches with ``workers`` processes, ``workers + 1`` batches in flight at most (every
-    worker busy and one batch ready; more only held memory); with 0 workers, or until the pool is
+    """Parses batches with ``parsers`` processes, ``parsers + 1`` batches in flight at most (every
+    parser busy and one batch ready; more only held memory); with 0 parsers, or until the pool is
     started, in this process."""
 
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
+    def __init__(self, parsers: int) -> None:
+        self.parsers = parsers
         self._executor: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
-        """Start the worker processes now (they warm up while this process does other work)."""
-        if self.workers and self._executor is None:
+        """Start the parse processes now (they warm up while this process does other work)."""
+        if self.parsers and self._executor is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["leadctl.ingest.batches"])
             self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=context, initializer=_ignore_interrupts
+                self.parsers, mp_context=context, initializer=_ignore_interrupts
             )
 
     def map(self, batches: Iterable[Batch], inline: int) -> Iterator[ParsedBatch]:
@@ -65,7 +65,7 @@ class ParsePool:
                     yield parse_batch(*batch)
                     continue
                 pending.append(self._executor.submit(parse_batch, *batch))
-                if len(pending) > self.workers + 1:
+                if len(pending) > self.parsers + 1:
                     yield _result(pending.popleft())
         except InputError:
             while pending:
@@ -75,7 +75,7 @@ class ParsePool:
             yield _result(pending.popleft())
 
     def close(self) -> None:
-        """Stop the workers, dropping batches not started."""
+        """Stop the parse processes, dropping batches not started."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -85,4 +85,4 @@ def _result(future: Future[ParsedBatch]) -> ParsedBatch:
     try:
         return future.result()
     except BrokenProcessPool:
-        raise LeadctlError("a parse worker process died (out of memory?); try --workers 0") from None
+        raise LeadctlError("a parse process died (out of memory?); try --parsers 0") from None
