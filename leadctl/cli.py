@@ -6,6 +6,7 @@ error (bad file, bad option, bad config); 3 a dependency is unreachable (Redis, 
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 from typing import TYPE_CHECKING
@@ -23,31 +24,55 @@ _VERBOSE_FLAGS = re.compile(r"-[qy]*v[vqy]*")
 """-v, -vv, and -v among the other short flags (-q, -y) in one argument."""
 
 
-def command_line() -> typer.Typer:
-    """The typer application with every command registered."""
-    from leadctl.commands import (  # noqa: F401 - each registers its commands
-        bench,
-        compliance,
-        ingest,
-        local,
-        plan,
-        prune,
-        recovery,
-        stats,
-        suppress,
-        work,
-    )
+COMMAND_MODULES: dict[str, str] = {
+    **dict.fromkeys(("ingest",), "ingest"),
+    **dict.fromkeys(("work", "batch", "workers"), "work"),
+    **dict.fromkeys(("webhooks", "forget", "export"), "compliance"),
+    **dict.fromkeys(("stats",), "stats"),
+    **dict.fromkeys(("dlq", "doubt", "requeue"), "recovery"),
+    **dict.fromkeys(("suppress",), "suppress"),
+    **dict.fromkeys(("prune",), "prune"),
+    **dict.fromkeys(("demo", "sandbox", "services"), "local"),
+    **dict.fromkeys(("bench",), "bench"),
+    **dict.fromkeys(("plan",), "plan"),
+}
+"""The module of leadctl.commands that registers each command: a command line loads only the module
+of its subcommand, and so only the library that subcommand calls (every library at once would
+double the start-up time of every command)."""
+
+_GLOBAL_WITH_VALUE = ("--config",)
+
+
+def subcommand(args: list[str]) -> str | None:
+    """The subcommand named in ``args`` (the first argument that is not a global option), if any."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def command_line(args: list[str]) -> typer.Typer:
+    """The typer application with the commands ``args`` may run registered: the subcommand's own
+    module when ``args`` names a known one, else (help, an unknown name) every command."""
+    # imported here, not with this module: worker processes are spawned, and a spawned child runs its
+    # parent's main script again, which imports this module; typer, rich and the commands would cost
+    # each worker several MB
     from leadctl.commands.app import app
 
+    named = COMMAND_MODULES.get(subcommand(args) or "")
+    for module in [named] if named else sorted(set(COMMAND_MODULES.values())):
+        importlib.import_module(f"leadctl.commands.{module}")  # each registers its commands on app
     return app
 
 
 def main() -> None:
     """Run the CLI, turning every known failure into one line on stderr and its exit code."""
-    # the commands are imported here, not with this module: worker processes are spawned, and a
-    # spawned child runs its parent's main script again, which imports this module; typer, rich and
-    # every command would cost each worker several MB
-    app = command_line()
+    app = command_line(sys.argv[1:])
     verbose = asks_verbose(sys.argv[1:])
     try:
         app()
@@ -71,7 +96,7 @@ def asks_verbose(args: list[str]) -> bool:
 
 
 def _fail(exc: BaseException, code: int, verbose: bool, prefix: str = "") -> None:
-    from leadctl.commands.app import err
+    from leadctl.commands.app import err  # loaded by command_line already; see there
 
     if verbose:
         err.print_exception()

@@ -19,7 +19,7 @@ The pause after ``n`` failed attempts is drawn uniformly from [0, min(max, initi
 ("full jitter"), or is that bound itself without jitter: tenacity's ``wait_random_exponential`` and
 ``wait_exponential``, which also keep a pause of a days-long outage from overflowing. An error's
 ``retry_after`` (a provider's 429 with Retry-After) is a floor under it. After the first failure,
-``Attempts`` hands the operation to tenacity's ``AsyncRetrying`` with the same stop, wait and retry.
+``Attempts`` hands the operation to tenacity's ``AsyncRetrying``, with its own hooks as retry and wait.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     stop_never,
     wait_exponential,
     wait_random_exponential,
@@ -99,26 +98,6 @@ class RetryPolicy:
         retry_after = getattr(exc, "retry_after", None)
         return max(retry_after, pause) if retry_after else pause
 
-    def after_first(self) -> AsyncRetrying:
-        """tenacity's loop for the attempts after a first one failed (that one paused for already)."""
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.attempts - 1) if self.attempts is not None else stop_never,
-            wait=_Later(self),
-            retry=retry_if_exception(self.retryable),
-            reraise=True,
-        )
-
-
-class _Later(wait_base):
-    """A policy's pauses as tenacity asks for them, counting the first attempt made before it."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return self.policy.delay(retry_state.attempt_number + 1, exc)
-
 
 OUTAGE = RetryPolicy(initial_s=0.1, max_s=5.0, attempts=None, jitter=False, retryable=dependency_outage)
 """Waiting out Redis or PostgreSQL: 0.1 s, doubling to 5 s, for as long as the outage lasts."""
@@ -128,30 +107,67 @@ RESTARTS = RetryPolicy(initial_s=0.5, max_s=10.0, attempts=None, jitter=False, r
 
 
 class Attempts:
-    """One operation's attempts under a policy; ``made`` counts those started, the current one too
-    (after a cancellation it tells how many requests may have gone out)."""
+    """One operation's attempts under a policy.
 
-    __slots__ = ("made", "policy")
+    ``made`` counts the attempts made, the current one too (after a cancellation it tells how many
+    requests may have gone out). By default every try is one; ``count`` may say otherwise: a send
+    counts its provider requests, so a try refused before any request went out (every circuit open)
+    is no attempt. Such a try never uses up the policy's attempts, and is asked again after its
+    error's ``retry_after`` with no backoff: nothing was tried that could fail again.
+    """
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    __slots__ = ("_count", "_moved", "policy", "tries")
+
+    def __init__(self, policy: RetryPolicy, count: Callable[[], int] | None = None) -> None:
         self.policy = policy
-        self.made = 0
+        self.tries = 0
+        self._count = count
+        self._moved = True
+
+    @property
+    def made(self) -> int:
+        return self.tries if self._count is None else self._count()
+
+    def retries(self, exc: BaseException) -> bool:
+        """Hook for tenacity: whether the try that raised ``exc`` is worth another."""
+        return self.policy.retryable(exc) and (
+            self.policy.attempts is None or self.made < self.policy.attempts
+        )
+
+    def pause(self, exc: BaseException | None) -> float:
+        """Seconds to wait before the next try (module doc), or only the error's retry_after after a
+        try that made no attempt."""
+        if not self._moved:
+            return getattr(exc, "retry_after", None) or 0.0
+        return self.policy.delay(self.made, exc)
+
+    async def _try(self, operation: Callable[..., Awaitable[T]], *args: object) -> T:
+        before = self.made
+        self.tries += 1
+        try:
+            return await operation(*args)
+        finally:
+            self._moved = self.made > before
 
     async def run(self, operation: Callable[..., Awaitable[T]], *args: object) -> T:
         """``await operation(*args)``, again after each failure the policy retries; the last error
         is raised as it was."""
-        self.made = 1
-        try:  # the common case, a first attempt that succeeds, pays for no retry machinery
-            return await operation(*args)
+        try:  # the common case, a first try that succeeds, pays for no retry machinery
+            return await self._try(operation, *args)
         except Exception as exc:
-            if not self.policy.retries(exc, 1):
+            if not self.retries(exc):
                 raise
-            pause = self.policy.delay(1, exc)
+            pause = self.pause(exc)
         await asyncio.sleep(pause)
-        async for attempt in self.policy.after_first():
+        retrying = AsyncRetrying(
+            stop=stop_never,
+            wait=lambda state: self.pause(state.outcome.exception() if state.outcome else None),
+            retry=retry_if_exception(self.retries),
+            reraise=True,
+        )
+        async for attempt in retrying:
             with attempt:
-                self.made += 1
-                return await operation(*args)
+                return await self._try(operation, *args)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
 

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from leadctl.bench.dispatch import bench_dispatch
+from leadctl.bench.ingest import DEFAULT_SIZES, bench_ingest
 from leadctl.commands.app import MEASURE, Leadctl, app, print_json, state_of
 from leadctl.commands.options import JsonOutput
 
@@ -48,7 +50,6 @@ def ingest(
     The files have 30% phones to normalise, 2% invalid rows and 1% duplicates. Measured: leads/s,
     peak RSS of every process, CPU of leadctl, PostgreSQL and Redis.
     """
-    from leadctl.bench.ingest import DEFAULT_SIZES, bench_ingest
 
     state = state_of(ctx)
     report = bench_ingest(
@@ -104,7 +105,6 @@ def dispatch(
     ratio, latency, worker memory, Redis commands and PostgreSQL WAL per lead. Fewer sends in flight
     leave the cores idle between calls. Saved in `DATA_DIR/bench/dispatch.json` for `leadctl plan`.
     """
-    from leadctl.bench.dispatch import bench_dispatch
 
     state = state_of(ctx)
     result, path = bench_dispatch(state.settings, state.endpoints, leads, workers, concurrency)

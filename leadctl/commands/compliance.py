@@ -8,8 +8,11 @@ import typer
 
 from leadctl.commands.app import PEOPLE, SEND, AppState, Leadctl, app, print_json, state_of
 from leadctl.commands.options import ContactArgument, JsonOutput
+from leadctl.compliance.erasure import export_contact, forget_contact
 from leadctl.errors import UsageError
+from leadctl.ingest.normalise import Invalid, normalise_contact
 from leadctl.masking import mask_contact
+from leadctl.webhooks.server import run
 
 webhooks_app = Leadctl(help="Provider webhooks: delivery receipts, inbound replies, opt-outs.")
 app.add_typer(webhooks_app, name="webhooks", rich_help_panel=SEND)
@@ -17,7 +20,6 @@ app.add_typer(webhooks_app, name="webhooks", rich_help_panel=SEND)
 
 def _person(state: AppState, value: str) -> str:
     """The contact as leadctl stores it (E.164 phone, normalised email); UsageError when it is neither."""
-    from leadctl.ingest.normalise import Invalid, normalise_contact
 
     result = normalise_contact(value, state.settings.default_region)
     if isinstance(result, Invalid):
@@ -32,7 +34,6 @@ def forget(ctx: typer.Context, contact: ContactArgument, as_json: JsonOutput = F
     Removes their leads, deliveries, queue entries, webhook events and suppression entries. A salted
     hash of the contact stays: a re-import skips them, and they stay suppressed.
     """
-    from leadctl.compliance.erasure import forget_contact
 
     state = state_of(ctx)
     person = _person(state, contact)
@@ -51,7 +52,6 @@ def forget(ctx: typer.Context, contact: ContactArgument, as_json: JsonOutput = F
 @app.command(rich_help_panel=PEOPLE)
 def export(ctx: typer.Context, contact: ContactArgument) -> None:
     """Print everything kept about a person as one JSON object (an LGPD access request)."""
-    from leadctl.compliance.erasure import export_contact
 
     state = state_of(ctx)
     person = _person(state, contact)
@@ -76,7 +76,6 @@ def serve(
 
     A request without a valid signature gets 403; an opt-out reply suppresses its sender.
     """
-    from leadctl.webhooks.server import run
 
     state = state_of(ctx)
     run(state.settings, state.endpoints, host, port, state.say)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
@@ -22,10 +22,9 @@ from leadctl.commands.options import (
     lead_channel,
 )
 from leadctl.errors import UsageError
-
-if TYPE_CHECKING:
-    from leadctl.ingest.pipeline import IngestReport
-    from leadctl.ingest.pipeline import Progress as IngestProgress
+from leadctl.ingest import ParseOptions
+from leadctl.ingest.pipeline import IngestReport, IngestStopped, ingest_files
+from leadctl.ingest.pipeline import Progress as IngestProgress
 
 
 @app.command(rich_help_panel=SEND)
@@ -84,8 +83,6 @@ def ingest(
     Exit 0 when every row was accepted, a duplicate or suppressed; 1 when some were rejected (see
     the rejects file); 2 when an input is unusable; 3 when Redis or PostgreSQL is unreachable.
     """
-    from leadctl.ingest import ParseOptions
-    from leadctl.ingest.pipeline import IngestStopped, ingest_files
 
     state = state_of(ctx)
     settings = state.settings

@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 
 from leadctl.commands.app import LOCAL, Leadctl, app, state_of
+from leadctl.local.demo import run_demo
+from leadctl.local.sandbox.server import run_sandbox
+from leadctl.local.services import embedded_status, stop_embedded
 
 services_app = Leadctl(help="The embedded Redis and PostgreSQL leadctl runs when none is configured.")
 app.add_typer(services_app, name="services", rich_help_panel=LOCAL)
@@ -64,7 +67,6 @@ def sandbox(
     ] = 0.0,
 ) -> None:
     """Run local fake providers (Twilio, WhatsApp Cloud, Zenvia, SendGrid, webhook) on one port."""
-    from leadctl.local.sandbox.server import run_sandbox
 
     run_sandbox(
         host,
@@ -88,7 +90,6 @@ def sandbox(
 @services_app.command("status")
 def services_status(ctx: typer.Context) -> None:
     """Show the embedded servers."""
-    from leadctl.local.services import embedded_status
 
     for status in embedded_status(state_of(ctx).settings.data_dir):
         state = "running" if status.running else "stopped"
@@ -98,7 +99,6 @@ def services_status(ctx: typer.Context) -> None:
 @services_app.command("stop")
 def services_stop(ctx: typer.Context) -> None:
     """Stop the embedded servers (their data stays on disk)."""
-    from leadctl.local.services import stop_embedded
 
     stopped = stop_embedded(state_of(ctx).settings.data_dir)
     typer.echo(
@@ -115,7 +115,6 @@ def demo(
     workers: Annotated[int, typer.Option(metavar="N", min=1, help="Worker processes per channel.")] = 2,
 ) -> None:
     """Ingest a lead file and send it through the local sandbox provider, end to end."""
-    from leadctl.local.demo import run_demo
 
     state = state_of(ctx)
     raise typer.Exit(run_demo(state.settings, state.endpoints, file, workers, state.say))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -11,9 +11,7 @@ from rich.table import Table
 from leadctl.commands.app import MEASURE, app, print_json, state_of
 from leadctl.commands.options import JsonOutput
 from leadctl.errors import UsageError
-
-if TYPE_CHECKING:
-    from leadctl.ops.plan import Plan
+from leadctl.ops.plan import Plan, capacity_plan, parse_mix, parse_rate, parse_sender_rates
 
 
 @app.command(rich_help_panel=MEASURE)
@@ -53,7 +51,6 @@ def plan(
     short code 100/s, WhatsApp number 80/s); prices from `providers.NAME.price`, else the design's
     (SMS $0.008, WhatsApp $0.012, email $0.002).
     """
-    from leadctl.ops.plan import capacity_plan, parse_mix, parse_rate, parse_sender_rates
 
     state = state_of(ctx)
     settings = state.settings

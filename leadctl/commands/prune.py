@@ -9,6 +9,7 @@ import typer
 from leadctl.commands.app import PEOPLE, app, print_json, state_of
 from leadctl.commands.options import DryRun, JsonOutput
 from leadctl.errors import UsageError
+from leadctl.ops.prune import parse_age, prune_namespace
 
 
 @app.command(rich_help_panel=PEOPLE)
@@ -29,7 +30,6 @@ def prune(
     the suppression list. A pruned contact is new again: ingesting it later queues it again. With
     --dry-run it counts what would go. Run it from cron (daily) on one host.
     """
-    from leadctl.ops.prune import parse_age, prune_namespace
 
     state = state_of(ctx)
     try:

@@ -24,6 +24,7 @@ from leadctl.commands.options import (
 )
 from leadctl.errors import UsageError
 from leadctl.masking import mask_contact
+from leadctl.ops.recovery import Recovery
 
 dlq_app = Leadctl(
     help="Dead letters: leads that failed every attempt (or could not be sent at all), with their reason."
@@ -78,7 +79,6 @@ def dlq_list(
     ctx: typer.Context, channel: ChannelsOrAll = None, limit: OldestFirst = 100, as_json: JsonOutput = False
 ) -> None:
     """Dead letters with their lead, masked contact, reason, attempts and when they went dead."""
-    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
     chosen = channels(channel)
@@ -117,7 +117,6 @@ def dlq_replay(
     lead sent (or otherwise finished) since is not queued: its dead letter is just removed. Dead
     letters naming no known lead are kept (purge them). Safe to run twice.
     """
-    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
     chosen = channels(channel)
@@ -157,7 +156,6 @@ def dlq_purge(
 
     Asks for confirmation unless --yes.
     """
-    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
     chosen = channels(channel)
@@ -183,7 +181,6 @@ def doubt_list(
     as_json: JsonOutput = False,
 ) -> None:
     """Leads in doubt: their provider, the error, and since when."""
-    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
     chosen, ids = channels(channel), lead_ids(lead)
@@ -226,7 +223,6 @@ def doubt_resend(
     to `queued` and to their channel's stream; a running `leadctl work` sends them. Leads not in
     doubt (any more) are left alone.
     """
-    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
     chosen, ids = channels(channel), chosen_leads(lead, every)
@@ -260,7 +256,6 @@ def doubt_resolve(
     The lead's status becomes the verdict, its error_code `operator`, and its error_message the
     verdict, your note and the original error.
     """
-    from leadctl.ops.recovery import Recovery
 
     if verdict not in ("sent", "failed"):
         raise UsageError(f"--as must be sent or failed, not {verdict!r}")
@@ -294,7 +289,6 @@ def requeue(ctx: typer.Context, channel: ChannelsOrAll = None, as_json: JsonOutp
     Safe to run any time, even while workers run: a lead never gets a second entry because of it,
     except one queued at that very moment (and a second entry sends nothing twice).
     """
-    from leadctl.ops.recovery import Recovery
 
     state = state_of(ctx)
     chosen = channels(channel)

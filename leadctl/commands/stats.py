@@ -10,6 +10,10 @@ from rich.console import Console
 from leadctl.commands.app import WATCH, app, print_json, state_of
 from leadctl.commands.options import JsonOutput
 from leadctl.errors import UsageError
+from leadctl.ops import dashboard
+from leadctl.ops.prometheus import parse_address
+from leadctl.ops.prometheus import serve as serve_metrics
+from leadctl.ops.stats import StatsSource
 
 
 @app.command(rich_help_panel=WATCH)
@@ -31,8 +35,6 @@ def stats(
     Figures come from Redis and PostgreSQL: every host sees the whole fleet. With
     `alerts.webhook_url` set, --watch and --serve post each alert's start and end once.
     """
-    from leadctl.ops import dashboard
-    from leadctl.ops.stats import StatsSource
 
     if watch and serve is not None:
         raise UsageError("choose one of --watch and --serve")
@@ -42,9 +44,6 @@ def stats(
     source = StatsSource(state.settings, state.endpoints)
     try:
         if serve is not None:
-            from leadctl.ops.prometheus import parse_address
-            from leadctl.ops.prometheus import serve as serve_metrics
-
             host, port = parse_address(serve)
             serve_metrics(source, host, port, interval, state.say)
         elif watch:

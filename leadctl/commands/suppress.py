@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,9 +20,15 @@ from leadctl.commands.options import (
 )
 from leadctl.config import CHANNELS
 from leadctl.errors import UsageError
-
-if TYPE_CHECKING:
-    from leadctl.ingest.suppressions import Suppressed
+from leadctl.ingest import ParseOptions
+from leadctl.ingest.suppressions import (
+    Suppressed,
+    suppress_contacts,
+    suppress_file,
+    suppressions,
+    unsuppress_contacts,
+)
+from leadctl.store.suppressions import ALL_CHANNELS
 
 suppress_app = Leadctl(
     help="The suppression list: contacts (phones, emails) ingest records as suppressed and never queues."
@@ -32,7 +38,6 @@ app.add_typer(suppress_app, name="suppress", rich_help_panel=PEOPLE)
 
 def _channel(value: str | None) -> str | None:
     """'all' -> the entry for every channel, a channel name -> itself, None -> None."""
-    from leadctl.store.suppressions import ALL_CHANNELS
 
     if value is None:
         return None
@@ -60,7 +65,6 @@ def add(
     as_json: JsonOutput = False,
 ) -> None:
     """Suppress contacts: ingest counts them as suppressed and never queues them."""
-    from leadctl.ingest.suppressions import suppress_contacts
 
     state = state_of(ctx)
     settings = state.settings
@@ -81,7 +85,6 @@ def remove(
 
     Without --channel, every entry of each contact goes.
     """
-    from leadctl.ingest.suppressions import unsuppress_contacts
 
     state = state_of(ctx)
     settings = state.settings
@@ -100,7 +103,6 @@ def list_(
     as_json: JsonOutput = False,
 ) -> None:
     """The suppression list, newest first (only the entries on --channel when given)."""
-    from leadctl.ingest.suppressions import suppressions
 
     state = state_of(ctx)
     settings = state.settings
@@ -146,8 +148,6 @@ def import_(
     as_json: JsonOutput = False,
 ) -> None:
     """Suppress every phone and email of a file. Exit 1 when some values were not valid contacts."""
-    from leadctl.ingest import ParseOptions
-    from leadctl.ingest.suppressions import suppress_file
 
     state = state_of(ctx)
     settings = state.settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -22,9 +22,10 @@ from leadctl.commands.options import (
     channels,
 )
 from leadctl.errors import UsageError
-
-if TYPE_CHECKING:
-    from leadctl.send.scheduled import BatchReport
+from leadctl.ops.stats import post_alert_changes
+from leadctl.send.heartbeats import fleet_workers
+from leadctl.send.scheduled import BatchOptions, BatchReport, parse_every, run_batches
+from leadctl.send.supervisor import WorkSpec, run_workers
 
 
 @app.command(rich_help_panel=SEND)
@@ -50,7 +51,6 @@ def work(
 
     Exit 1 when some leads were not sent, 2 on a usage error, 3 when a dependency is unreachable.
     """
-    from leadctl.send.supervisor import WorkSpec, run_workers
 
     state = state_of(ctx)
     settings = state.settings
@@ -102,8 +102,6 @@ def batch(
 
     Exit 0 when everything went, 1 when some leads failed, 3 when a dependency was down.
     """
-    from leadctl.ops.stats import post_alert_changes
-    from leadctl.send.scheduled import BatchOptions, parse_every, run_batches
 
     state = state_of(ctx)
     settings = state.settings
@@ -144,7 +142,6 @@ def _say_summary(state: AppState, report: BatchReport, per_channel: bool) -> Non
 @app.command("workers", rich_help_panel=WATCH)
 def list_workers(ctx: typer.Context, as_json: JsonOutput = False) -> None:
     """The live worker processes on every host (from their heartbeats in Redis)."""
-    from leadctl.send.heartbeats import fleet_workers
 
     state = state_of(ctx)
     beats = fleet_workers(state.settings, state.endpoints)

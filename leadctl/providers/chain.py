@@ -31,6 +31,9 @@ from leadctl.providers.ratelimit import Throttle, sender_of, throttle_for
 from leadctl.providers.registry import create_provider
 
 CIRCUIT_OPEN = "circuit_open"
+CIRCUIT_POLL_S = 1.0
+"""A send refused by open circuits asks them again at least this often (a check in this process): the
+probe another send took may have closed one."""
 """The ``code`` of the transient error raised when every provider's breaker is open."""
 
 
@@ -97,7 +100,7 @@ class ProviderChain:
             ErrorKind.TRANSIENT,
             f"no provider available ({self.name}): circuits open",
             code=CIRCUIT_OPEN,
-            retry_after=closed_in,
+            retry_after=min(closed_in, CIRCUIT_POLL_S),
         )
 
     def packing_route(self) -> Route | None:

@@ -14,6 +14,8 @@ A counter's field is ``<dimension>|<stat>``. Dimensions: ``*`` the whole channel
 ``p:<provider>``, and ``x:<provider>|<campaign>`` (sends only, for projected spend). Stats: the
 outcome statuses, ``queued`` (accepted by ingest), ``attempts`` (provider calls), ``retried``
 (calls after the first), ``errors`` (calls that failed), ``lat:<bucket>`` and ``lat_us`` (call time).
+A lead's calls are its outcome's ``extra_attempts`` + 1, as PostgreSQL's ``attempts`` counts them: a
+try that open circuits refused made no call and counts in neither (leadctl.send.worker).
 
 Statuses shown by `stats` come from PostgreSQL; these counters are for rates, latency and retries.
 """

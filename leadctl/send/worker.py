@@ -308,12 +308,21 @@ class Worker:
         outcome = Outcome(lead.lead_id, status, provider, None, exc.code, exc.message, attempts - 1)
         return replace(outcome, opted_out=exc.opted_out)
 
-    async def _attempt(self, lead: ClaimedLead, message: Message | Outcome | None = None) -> Outcome:
+    async def _attempt(
+        self, lead: ClaimedLead, message: Message | Outcome | None = None, made: int = 0
+    ) -> Outcome:
+        """Send one lead, retrying transient errors; ``made``: requests made for it already (packed).
+
+        An attempt is a provider request (PostgreSQL's ``attempts``, the counters' calls): a try that
+        open circuits refused made none, so it neither counts nor uses up ``max_attempts``.
+        """
         message = self._message(lead) if message is None else message
         if isinstance(message, Outcome):
             return message
-        attempts = Attempts(self.retry)
         call = Call()
+        attempts = Attempts(
+            self.retry, lambda: made + len(call.requests)
+        )  # a request is counted when it ends, or is cut off
         try:
             result = await attempts.run(self.provider.send, message, call)
         except asyncio.CancelledError:  # the shutdown grace period ran out
@@ -366,11 +375,8 @@ class Worker:
                         lead.lead_id, route.provider.name, answer.message_id
                     )
             self.report.sample_latency(seconds * 1000)
-            retried = await asyncio.gather(*(self._attempt(lead, message) for lead, message in retry))
-            outcomes.update(
-                (outcome.lead_id, replace(outcome, extra_attempts=outcome.extra_attempts + 1))
-                for outcome in retried
-            )
+            retried = await asyncio.gather(*(self._attempt(lead, message, made=1) for lead, message in retry))
+            outcomes.update((outcome.lead_id, outcome) for outcome in retried)
         except asyncio.CancelledError:  # cut off by the end of the grace period
             for message in ready:
                 outcomes.setdefault(

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from leadctl.cli import command_line
 
-APP = command_line()
+APP = command_line([])  # no subcommand: every command
 ROOT = typer.main.get_command(APP)
 
 PANELS = {
