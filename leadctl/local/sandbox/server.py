@@ -36,7 +36,8 @@ SendGrid report opt-outs asynchronously in reality, so they have no opted-out re
 
 Faults apply to every provider, in its own dialect: ``latency_ms`` (median of a log-normal delay;
 ``latency_p99_ms`` sets its 99th percentile, else about 3.2x the median), ``error_rate`` (fraction
-answered 500), ``rate_limit`` (requests per second over all providers; the excess gets 429 with the
+of the requests the API would take answered 500: a refused request, such as one to a magic
+recipient, always gets its refusal, so a test knows each recipient's outcome), ``rate_limit`` (requests per second over all providers; the excess gets 429 with the
 provider's body and ``Retry-After: 1``, or SendGrid's ``X-RateLimit-Reset``; ``throttle_rate``
 answers that 429 to a random fraction of requests instead), ``timeout_rate``
 (fraction accepted and recorded, then left unanswered for ``hang_s`` seconds: the "in doubt" case),
@@ -300,13 +301,13 @@ class SandboxServer:
                 return wire.rate_limited()
             if self._latency_mu is not None:
                 await asyncio.sleep(rng.lognormvariate(self._latency_mu, self._latency_sigma))
+            parsed = wire.parse(request, await request.read())
+            if isinstance(parsed, web.Response):  # refused as the API refuses it, whatever the faults
+                self.rejected += 1
+                return parsed
             if self._error_rate and rng.random() < self._error_rate:
                 self.errors += 1
                 return wire.server_error()
-            parsed = wire.parse(request, await request.read())
-            if isinstance(parsed, web.Response):
-                self.rejected += 1
-                return parsed
             items = list(zip(wire.ids(rng, len(parsed)), parsed, strict=True))
             now = time.time()
             for message_id, item in items:

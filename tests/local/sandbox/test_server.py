@@ -10,7 +10,7 @@ import pytest
 
 from leadctl.errors import UsageError
 from leadctl.local.sandbox.server import SandboxHandle, SandboxProcess, SandboxServer, sandbox_in_thread
-from leadctl.providers.base import SendResult
+from leadctl.providers.base import ErrorKind, SendResult
 from tests.support.providers import message, send, twilio_settings
 
 LEAD = "+5511987654321"
@@ -58,3 +58,16 @@ def test_latency_median_and_p99() -> None:
 def test_sandbox_rejects_a_p99_below_the_median() -> None:
     with pytest.raises(UsageError, match="latency_p99_ms"):
         SandboxServer(latency_ms=50, latency_p99_ms=10)
+
+
+def test_a_magic_recipient_gets_its_refusal_whatever_the_error_rate() -> None:
+    """Injected 500s fall on requests the API would take: a refused one is refused every time, so a
+    test counting failed leads never sees one turned dead by two 500s in a row (the stats test did)."""
+    with sandbox_in_thread(error_rate=0.9, seed=3) as sandbox:
+        settings = twilio_settings(sandbox.base_url)
+        outcomes = send(settings, *(message("+15005550001", "sms", lead_id=i) for i in range(20)))
+        assert [(o.kind, o.code) for o in outcomes] == [(ErrorKind.PERMANENT, "21211")] * 20
+        send(settings, *(message(f"+55119123{i:05d}", "sms", lead_id=100 + i) for i in range(20)))
+        stats = sandbox.stats()
+    assert stats["rejected"] == 20  # the refusals, every time
+    assert stats["errors"] > 0 and stats["errors"] + stats["accepted"] == 20  # the faults hit the others
