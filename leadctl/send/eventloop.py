@@ -16,7 +16,7 @@ T = TypeVar("T")
 def run_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to completion on a new event loop."""
     try:
-        import uvloop
+        import uvloop  # here: an optional dependency (not on Windows), and only a running loop needs it
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
