@@ -41,8 +41,7 @@ recipient, always gets its refusal, so a test knows each recipient's outcome), `
 (requests per second over all providers; the excess gets 429 with the provider's body and ``Retry-
 After: 1``, or SendGrid's ``X-RateLimit-Reset``; ``throttle_rate`` answers that 429 to a random
 fraction of requests instead), ``timeout_rate`` (fraction accepted and recorded, then left
-unanswered for ``hang_s`` seconds: the "in doubt" case),
-``seed`` for a reproducible run.
+unanswered for ``hang_s`` seconds: the "in doubt" case), ``seed`` for a reproducible run.
 
 With ``callback_url`` (the base URL of `leadctl webhooks serve`) the sandbox also posts each
 provider's signed status callbacks and inbound replies, with their own faults (delay, duplicates,
