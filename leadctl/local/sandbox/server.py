@@ -38,9 +38,9 @@ Faults apply to every provider, in its own dialect: ``latency_ms`` (median of a 
 ``latency_p99_ms`` sets its 99th percentile, else about 3.2x the median), ``error_rate`` (fraction
 of the requests the API would take answered 500: a refused request, such as one to a magic
 recipient, always gets its refusal, so a test knows each recipient's outcome), ``rate_limit``
-(requests per second over all providers; the excess gets 429 with the provider's body and ``Retry-
-After: 1``, or SendGrid's ``X-RateLimit-Reset``; ``throttle_rate`` answers that 429 to a random
-fraction of requests instead), ``timeout_rate`` (fraction accepted and recorded, then left
+(requests per second over all providers; the excess gets 429 with the provider's body and
+``Retry-After: 1``, or SendGrid's ``X-RateLimit-Reset``; ``throttle_rate`` answers that 429 to a
+random fraction of requests instead), ``timeout_rate`` (fraction accepted and recorded, then left
 unanswered for ``hang_s`` seconds: the "in doubt" case), ``seed`` for a reproducible run.
 
 With ``callback_url`` (the base URL of `leadctl webhooks serve`) the sandbox also posts each
