@@ -15,7 +15,7 @@ import psycopg
 import redis
 import redis.asyncio as aioredis
 from psycopg.types.json import set_json_loads
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode, RedisCluster
@@ -151,30 +151,6 @@ def open_postgres(url: str, settings: Settings) -> psycopg.Connection:
     except psycopg.OperationalError as exc:
         raise postgres_unreachable(url, exc) from None
     return conn
-
-
-def open_pool(url: str, settings: Settings, max_size: int | None = None) -> ConnectionPool:
-    """A synchronous pool (schema migrated first); ``max_size`` defaults to ``database.pool_size``."""
-    open_postgres(url, settings).close()
-
-    def configure(conn: psycopg.Connection) -> None:
-        _set_statement_timeout(conn, settings)
-
-    pool = ConnectionPool(
-        url,
-        min_size=1,
-        max_size=max_size or settings.database.pool_size,
-        kwargs=_conn_kwargs(settings),
-        configure=configure,
-        timeout=settings.database.connect_timeout_ms / 1000,
-        open=False,
-    )
-    try:
-        pool.open(wait=True, timeout=settings.database.connect_timeout_ms / 1000)
-    except Exception as exc:
-        pool.close()
-        raise postgres_unreachable(url, exc) from None
-    return pool
 
 
 async def open_async_pool(url: str, settings: Settings, max_size: int) -> AsyncConnectionPool:
