@@ -7,6 +7,7 @@ when they answer, else leadctl's own embedded servers (started once for the sess
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import uuid
@@ -29,6 +30,14 @@ from tests.support.servers import (
     postgres_answers,
     redis_answers,
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The commands the tests start take Ctrl-C as from a terminal. A shell starts a background job
+    (``bash .ci/run &``) with SIGINT ignored, a child inherits an ignored signal, and a test that
+    presses Ctrl-C on `stats --watch` would then wait for ever: handled here, children start with
+    the default."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
