@@ -135,6 +135,7 @@ def test_a_master_killed_mid_run_fails_over_and_nothing_is_lost_or_sent_twice(
         try:
             wait_for(lambda: sandbox.stats()["accepted"] >= 300)
             redis_cluster.kill(victim)
+            assert sandbox.stats()["accepted"] < 3000  # killed mid-run
             redis_cluster.wait_healthy()  # its replica took over
             assert victim not in redis_cluster.master_ports()
             try:
@@ -150,7 +151,9 @@ def test_a_master_killed_mid_run_fails_over_and_nothing_is_lost_or_sent_twice(
         messages = sandbox.messages()
 
     assert run.returncode == 0, stderr
-    assert "Redis unavailable" in stderr and "resuming" in stderr  # the workers rode the failover out
+    # the workers rode the failover out: redis-py's cluster client may absorb it (8.2 retries through
+    # it), else the workers pause and say so, and then resume
+    assert ("Redis unavailable" in stderr) == ("resuming" in stderr)
     assert "Traceback" not in stderr
     assert_sent_at_most_once(pg, settings.namespace, messages)
     final = statuses(pg, settings.namespace)
