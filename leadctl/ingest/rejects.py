@@ -36,8 +36,10 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def safe_cell(value: str) -> str:
-    """Prefix ' to a cell a spreadsheet would run as a formula ('=HYPERLINK(...)', '+55...', '@SUM')."""
-    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+    """Prefix ' to a cell a spreadsheet would run as a formula ('=HYPERLINK(...)', '+55...', '@SUM'),
+    also behind leading whitespace that spreadsheets skip (space, LF, NBSP, ...: ' =cmd')."""
+    runs_as_formula = value.startswith(_FORMULA_STARTS) or value.lstrip().startswith(_FORMULA_STARTS)
+    return "'" + value if runs_as_formula else value
 
 
 def _cell(value: Any) -> str:

@@ -90,10 +90,12 @@ def open_source(source: str | Path, format: str | None = None, encoding: str | N
     if format is not None and format not in FORMATS:
         raise UsageError(f"unknown format {format!r} (known: {', '.join(FORMATS)})")
     if encoding is not None:
+        given = encoding
         try:
-            encoding = codecs.lookup(encoding).name
+            encoding = codecs.lookup(given).name
+            io.TextIOWrapper(io.BytesIO(), encoding=encoding)  # LookupError: not a text encoding (rot13)
         except LookupError:
-            raise UsageError(f"unknown encoding {encoding!r}") from None
+            raise UsageError(f"unknown text encoding {given!r} (e.g. utf-8, cp1252, latin-1)") from None
     is_stdin = str(source) == "-"
     name = "stdin" if is_stdin else str(source)
     closer = ExitStack()

@@ -28,6 +28,7 @@ import redis
 
 from leadctl.config import Settings
 from leadctl.connections import Endpoints, RedisClient, open_postgres, open_redis
+from leadctl.masking import mask_contact
 from leadctl.queue import keys, streams
 from leadctl.store.recovery import (
     DoubtfulLead,
@@ -96,7 +97,7 @@ class DeadLetter:
             "channel": self.channel,
             "id": self.entry_id,
             "lead_id": self.lead_id,
-            "contact": self.contact,
+            "contact": mask_contact(self.contact) if self.contact else None,
             "reason": self.reason,
             "attempts": self.attempts,
             "status": self.status,
