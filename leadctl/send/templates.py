@@ -5,6 +5,10 @@ Templates come from configuration: ``channels.<channel>.template`` (sms, whatsap
 ``campaigns.<campaign>.<channel>`` (``template``; email: ``subject``, ``text``, ``html``); what it
 leaves out falls back to the channel's. Lead data is only ever a variable, never rendered as a
 template itself, and the sandbox keeps even a hostile template from reaching Python internals.
+
+HTML bodies are autoescaped (a lead named ``<script>`` arrives as text); subjects, text bodies and
+SMS/WhatsApp bodies are not. A message renders to at most ``MAX_RENDERED_CHARS`` characters, and
+any error a lead's data causes (``100 // 0``, ``'a' + 1``) is that lead's RenderError.
 """
 
 from __future__ import annotations
@@ -15,12 +19,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 from leadctl.config import CampaignTemplate, ChannelSettings
 from leadctl.errors import ConfigError
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+MAX_RENDERED_CHARS = 1_000_000
+MAX_EXPONENT = 10_000
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja2's sandbox, also refusing ``*`` and ``**`` results too large for any message
+    (jinja2's documented hook for this: ``intercepted_binops`` + ``call_binop``)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for sequence, times in ((left, right), (right, left)):
+                repeats = isinstance(sequence, str | list | tuple) and isinstance(times, int)
+                if repeats and len(sequence) * times > MAX_RENDERED_CHARS:
+                    raise SecurityError(f"a repetition longer than {MAX_RENDERED_CHARS:,} characters")
+        elif isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"an exponent above {MAX_EXPONENT:,}")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+_HTML_ENV = _Sandbox(undefined=StrictUndefined, autoescape=True, keep_trailing_newline=False)
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 
 
@@ -47,9 +74,9 @@ class _Compiled:
     html_key: str = ""
 
 
-def _compile(source: str, key: str) -> Template:
+def _compile(source: str, key: str, environment: SandboxedEnvironment = _ENV) -> Template:
     try:
-        template = _ENV.from_string(source)
+        template = environment.from_string(source)
     except TemplateError as exc:
         raise ConfigError(f"template {key} is invalid: {exc}") from None
     # a template's globals are a ChainMap over the environment's, copied key by key on every render
@@ -65,8 +92,18 @@ def _pick(
 
 
 def _render(template: Template, key: str, variables: Mapping[str, Any]) -> str:
+    """Render, stopping as soon as the output passes MAX_RENDERED_CHARS."""
+    parts: list[str] = []
+    length = 0
     try:
-        return template.render(variables)
+        for part in template.generate(variables):
+            length += len(part)
+            if length > MAX_RENDERED_CHARS:
+                raise RenderError(f"template {key} renders more than {MAX_RENDERED_CHARS:,} characters")
+            parts.append(part)
+        return "".join(parts)
+    except RenderError:
+        raise
     except UndefinedError as exc:
         found = _UNDEFINED_NAME.match(str(exc))
         if found:
@@ -74,6 +111,8 @@ def _render(template: Template, key: str, variables: Mapping[str, Any]) -> str:
         raise RenderError(f"template {key}: {exc}") from None
     except TemplateError as exc:
         raise RenderError(f"template {key}: {exc}") from None
+    except Exception as exc:  # the lead's data broke an expression: 100 // 0, 'a' + 1, int('x')
+        raise RenderError(f"template {key}: {type(exc).__name__}: {exc}") from None
 
 
 class ChannelTemplate:
@@ -121,7 +160,7 @@ class ChannelTemplate:
             text_key,
             _compile(subject or "", subject_key),
             subject_key,
-            _compile(html, html_key) if html else None,
+            _compile(html, html_key, _HTML_ENV) if html else None,
             html_key,
         )
 
