@@ -175,9 +175,16 @@ def meta(body: Mapping[str, Any], keywords: OptOutKeywords) -> list[Event]:
 # -- SendGrid (JSON array of events) -----------------------------------------------------------
 
 
+_MAX_LEAD_ID = 2**63 - 1  # PostgreSQL bigint
+
+
 def _lead_id(value: Any) -> int | None:
+    """The lead a SendGrid event names: ASCII digits within bigint, else none ('²', 30 digits)."""
     text = str(value or "")
-    return int(text) if text.isdigit() else None
+    if not (text.isascii() and text.isdigit()):
+        return None
+    lead_id = int(text)
+    return lead_id if lead_id <= _MAX_LEAD_ID else None
 
 
 def sendgrid(body: Any) -> list[Event]:

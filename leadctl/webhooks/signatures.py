@@ -33,8 +33,13 @@ ZENVIA_HEADER = "X-Webhook-Token"
 
 
 def _same(expected: str, presented: str) -> bool:
-    """Constant-time equality of two header values (bytes: a header may hold any character)."""
-    return hmac.compare_digest(expected.encode(), presented.encode())
+    """Constant-time equality of two header values (bytes: a header may hold any byte, which the
+    HTTP server hands over as a surrogate escape)."""
+    return hmac.compare_digest(_raw(expected), _raw(presented))
+
+
+def _raw(header: str) -> bytes:
+    return header.encode("utf-8", "surrogateescape")
 
 
 def twilio_signature(token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
@@ -77,10 +82,10 @@ def sendgrid_valid(
     if not signature or not timestamp:
         return False
     try:
-        der = base64.b64decode(signature, validate=True)
+        der = base64.b64decode(_raw(signature), validate=True)
     except binascii.Error:
         return False
-    signed = timestamp.encode() + body
+    signed = _raw(timestamp) + body
     for key in keys:
         try:
             key.verify(der, signed, ec.ECDSA(hashes.SHA256()))

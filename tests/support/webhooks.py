@@ -6,6 +6,8 @@ import base64
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,7 +16,10 @@ import psycopg
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from leadctl.config import Settings
+from leadctl.connections import Endpoints, open_postgres
 from leadctl.webhooks import signatures
+from leadctl.webhooks.server import Running, serve_in_thread
 from tests.support.waiting import wait_for
 
 TWILIO_TOKEN = "test-twilio-token"
@@ -127,3 +132,21 @@ def receipt(pg: psycopg.Connection, namespace: str, lead_id: int) -> tuple[Any, 
 def drained(base_url: str) -> None:
     """Wait until the webhook server has written every event it acknowledged."""
     wait_for(lambda: orjson.loads(get(base_url + "/healthz")[1])["waiting"] == 0, what="the webhook queue")
+
+
+def with_providers(settings: Settings, **extra: Any) -> Settings:
+    """``settings`` with the test providers (PROVIDERS) and ``extra`` top-level keys."""
+    data = settings.model_dump(mode="json", by_alias=True)
+    data.update(providers=PROVIDERS, **extra)
+    return Settings.model_validate(data)
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[Running]:
+    """`leadctl webhooks serve` in a thread, with the test providers, on a migrated schema."""
+    configured = with_providers(settings)
+    open_postgres(configured.database.url or "", configured).close()
+    with serve_in_thread(
+        configured, Endpoints(configured.redis.url or "", configured.database.url or "")
+    ) as running:
+        yield running

@@ -17,19 +17,9 @@ from tests.support import webhooks as kit
 from tests.support.waiting import wait_for
 
 
-def _settings(settings: Settings, **extra: Any) -> Settings:
-    data = settings.model_dump(mode="json", by_alias=True)
-    data.update(providers=kit.PROVIDERS, **extra)
-    return Settings.model_validate(data)
-
-
 @pytest.fixture
 def webhooks(settings: Settings) -> Iterator[Running]:
-    configured = _settings(settings)
-    open_postgres(configured.database.url or "", configured).close()
-    with serve_in_thread(
-        configured, Endpoints(configured.redis.url or "", configured.database.url or "")
-    ) as running:
+    with kit.serving(settings) as running:
         yield running
 
 
@@ -77,7 +67,7 @@ def test_twilio_signature_over_the_public_url(
     settings: Settings, pg: psycopg.Connection, namespace: str
 ) -> None:
     public = "https://hooks.example.com/leadctl"
-    configured = _settings(settings, webhooks={"public_url": public})
+    configured = kit.with_providers(settings, webhooks={"public_url": public})
     open_postgres(configured.database.url or "", configured).close()
     (lead,) = kit.seed(pg, namespace, [("sms", "+5511999990001", "twilio", "SM1")])
     endpoints = Endpoints(configured.redis.url or "", configured.database.url or "")
@@ -233,7 +223,7 @@ def test_zenvia_token_statuses_and_reply(webhooks: Running, pg: psycopg.Connecti
 def test_opt_out_on_every_channel_and_oversized_bodies(
     settings: Settings, pg: psycopg.Connection, namespace: str
 ) -> None:
-    configured = _settings(settings, optout={"scope": "all"}, webhooks={"max_body_bytes": 4096})
+    configured = kit.with_providers(settings, optout={"scope": "all"}, webhooks={"max_body_bytes": 4096})
     open_postgres(configured.database.url or "", configured).close()
     endpoints = Endpoints(configured.redis.url or "", configured.database.url or "")
     with serve_in_thread(configured, endpoints) as running:
