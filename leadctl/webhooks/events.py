@@ -9,6 +9,7 @@ unsubscribe, spam report and hard bounce.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -72,10 +73,15 @@ def _iso(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+
+
 def _phone(value: Any) -> str:
-    """'whatsapp:+5511...' / '5511...' -> '+5511...' (providers write numbers three ways)."""
+    """'whatsapp:+5511...' / '5511...' -> '+5511...' (providers write numbers three ways); '' for
+    anything that is not an E.164 number, so that no such text becomes a suppression."""
     text = str(value or "").strip().removeprefix("whatsapp:")
-    return text if text.startswith("+") or not text else "+" + text
+    number = text if text.startswith("+") else "+" + text
+    return number if _E164.fullmatch(number) else ""
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -110,7 +116,7 @@ def twilio_inbound(form: Mapping[str, str], keywords: OptOutKeywords) -> list[Ev
     sender, body = form.get("From", ""), form.get("Body", "")
     channel = "whatsapp" if sender.startswith("whatsapp:") else "sms"
     opt_out_type = (form.get("OptOutType") or "").upper()
-    if not sender or not (keywords.matches(body) or opt_out_type == "STOP"):
+    if not _phone(sender) or not (keywords.matches(body) or opt_out_type == "STOP"):
         return []
     evidence = f"reply {body.strip()[:40]!r} to twilio ({form.get('MessageSid', '?')})"
     return [OptOut("twilio", _phone(sender), channel, _now(), evidence, form.get("MessageSid"), dict(form))]
@@ -156,7 +162,7 @@ def meta(body: Mapping[str, Any], keywords: OptOutKeywords) -> list[Event]:
                 events.append(OptOut("whatsapp_cloud", contact, "whatsapp", at, evidence, wamid, item))
         for message in map(_dict, _list(value.get("messages"))):
             text = _meta_text(message)
-            if message.get("from") and keywords.matches(text):
+            if _phone(message.get("from")) and keywords.matches(text):
                 evidence = f"reply {text.strip()[:40]!r} on whatsapp ({message.get('id', '?')})"
                 contact = _phone(message["from"])
                 at = _epoch(message.get("timestamp"))
@@ -168,7 +174,10 @@ def meta(body: Mapping[str, Any], keywords: OptOutKeywords) -> list[Event]:
                 evidence = f"whatsapp marketing opt-out: {preference.get('detail') or 'stop'}"
                 contact = _phone(preference.get("wa_id"))
                 at = _epoch(preference.get("timestamp"))
-                events.append(OptOut("whatsapp_cloud", contact, "whatsapp", at, evidence, None, preference))
+                if contact:
+                    events.append(
+                        OptOut("whatsapp_cloud", contact, "whatsapp", at, evidence, None, preference)
+                    )
     return events
 
 
@@ -250,7 +259,7 @@ def zenvia(body: Mapping[str, Any], keywords: OptOutKeywords) -> list[Event]:
         if c.get("type") == "text"
     )
     sender = message.get("from")
-    if not sender or not keywords.matches(text):
+    if not _phone(sender) or not keywords.matches(text):
         return []
     channel = str(message.get("channel") or channel or "sms")
     evidence = f"reply {text.strip()[:40]!r} to zenvia {channel} ({message.get('id', '?')})"

@@ -47,3 +47,28 @@ def test_a_sendgrid_lead_id_that_is_no_lead_does_not_stop_the_rest(
     assert kit.sendgrid(webhooks.url + "/webhooks/sendgrid", [event("delivered", str(lead))])[0] == 200
     kit.drained(webhooks.url)
     assert kit.receipt(pg, namespace, lead)[0] == "delivered"
+
+
+def _suppressed(pg: psycopg.Connection, namespace: str) -> list[str]:
+    return [row[0] for row in pg.execute(f'SELECT contact FROM "{namespace}".suppressions ORDER BY 1')]
+
+
+@pytest.mark.parametrize("sender", ["not a phone at all", "+55", "55abc11999990007"])
+def test_an_opt_out_from_something_that_is_no_number_suppresses_nobody(
+    webhooks: Running, pg: psycopg.Connection, namespace: str, sender: str
+) -> None:
+    def stop_from(who: str, message_id: str) -> dict[str, Any]:
+        message = {
+            "id": message_id,
+            "from": who,
+            "direction": "IN",
+            "contents": [{"type": "text", "text": "SAIR"}],
+        }
+        return {"type": "MESSAGE", "channel": "sms", "direction": "IN", "message": message}
+
+    url = webhooks.url + "/webhooks/zenvia"
+    assert kit.zenvia(url, stop_from(sender, "in-bad"))[0] == 200
+    assert kit.twilio(webhooks.url + "/webhooks/twilio/inbound", {"From": sender, "Body": "STOP"})[0] == 200
+    assert kit.zenvia(url, stop_from("5511999990007", "in-good"))[0] == 200
+    kit.drained(webhooks.url)
+    assert _suppressed(pg, namespace) == ["+5511999990007"]
