@@ -95,7 +95,7 @@ def dlq_list(
             (
                 d.lead_id if d.lead_id is not None else "-",
                 d.channel,
-                d.as_json()["contact"] or "-",
+                mask_contact(d.contact) if d.contact else "-",
                 d.attempts,
                 d.status,
                 _when(d.dead_at),

@@ -116,10 +116,11 @@ def twilio_inbound(form: Mapping[str, str], keywords: OptOutKeywords) -> list[Ev
     sender, body = form.get("From", ""), form.get("Body", "")
     channel = "whatsapp" if sender.startswith("whatsapp:") else "sms"
     opt_out_type = (form.get("OptOutType") or "").upper()
-    if not _phone(sender) or not (keywords.matches(body) or opt_out_type == "STOP"):
+    contact = _phone(sender)
+    if not contact or not (keywords.matches(body) or opt_out_type == "STOP"):
         return []
     evidence = f"reply {body.strip()[:40]!r} to twilio ({form.get('MessageSid', '?')})"
-    return [OptOut("twilio", _phone(sender), channel, _now(), evidence, form.get("MessageSid"), dict(form))]
+    return [OptOut("twilio", contact, channel, _now(), evidence, form.get("MessageSid"), dict(form))]
 
 
 # -- Meta WhatsApp Cloud (JSON) ----------------------------------------------------------------
@@ -162,9 +163,9 @@ def meta(body: Mapping[str, Any], keywords: OptOutKeywords) -> list[Event]:
                 events.append(OptOut("whatsapp_cloud", contact, "whatsapp", at, evidence, wamid, item))
         for message in map(_dict, _list(value.get("messages"))):
             text = _meta_text(message)
-            if _phone(message.get("from")) and keywords.matches(text):
+            contact = _phone(message.get("from"))
+            if contact and keywords.matches(text):
                 evidence = f"reply {text.strip()[:40]!r} on whatsapp ({message.get('id', '?')})"
-                contact = _phone(message["from"])
                 at = _epoch(message.get("timestamp"))
                 events.append(
                     OptOut("whatsapp_cloud", contact, "whatsapp", at, evidence, message.get("id"), message)
@@ -258,15 +259,15 @@ def zenvia(body: Mapping[str, Any], keywords: OptOutKeywords) -> list[Event]:
         for c in map(_dict, _list(message.get("contents")))
         if c.get("type") == "text"
     )
-    sender = message.get("from")
-    if not _phone(sender) or not keywords.matches(text):
+    sender = _phone(message.get("from"))
+    if not sender or not keywords.matches(text):
         return []
     channel = str(message.get("channel") or channel or "sms")
     evidence = f"reply {text.strip()[:40]!r} to zenvia {channel} ({message.get('id', '?')})"
     return [
         OptOut(
             "zenvia",
-            _phone(sender),
+            sender,
             channel,
             _iso(body.get("timestamp")),
             evidence,
